@@ -1,0 +1,31 @@
+"""The project's own exceptions: every user-facing failure is one of these, with a one-line message."""
+
+from __future__ import annotations
+
+
+class MnistlabError(Exception):
+    """Base class: the CLI prints `error: <message>` and exits non-zero for any of these."""
+
+
+class ConfigError(MnistlabError, ValueError):
+    """An impossible or unknown configuration value."""
+
+
+class DataError(MnistlabError, ValueError):
+    """A data file that is missing, corrupt, truncated or inconsistent. The message names the file."""
+
+
+class DownloadError(DataError):
+    """No mirror delivered a verified file (or we are offline)."""
+
+
+class CheckpointError(MnistlabError, ValueError):
+    """A checkpoint that is missing, unreadable, not ours, or inconsistent with its config."""
+
+
+class ImageError(MnistlabError, ValueError):
+    """A user image that cannot be decoded or prepared."""
+
+
+class TrainingDiverged(MnistlabError, RuntimeError):
+    """The loss became NaN or infinite."""
