@@ -1,0 +1,1 @@
+"""Data sets: IDX files, the registry, downloads and decoded arrays."""
