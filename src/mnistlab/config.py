@@ -1,0 +1,268 @@
+"""The one `Config` dataclass: every knob of a run, its default, unit and meaning.
+
+Precedence: defaults < `--preset` < `--config run.json` < command-line flags. The CLI builds its
+options from these fields, so `--help` cannot drift from the code. `__post_init__` validates once;
+after that, code trusts the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+LOSSES = ("ce", "nll", "mse", "bce")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+NORMALIZATIONS = ("standard", "unit", "symmetric")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
+INITS = ("default", "kaiming", "xavier")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_LR = {"sgd": 0.2, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, **extra: Any) -> Any:
+    """A field with its help text (and valid choices) in metadata, read by the CLI."""
+    meta = {"help": help, "choices": choices, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run."""
+
+    # --- data ---
+    dataset: str = _f("mnist", "data set name (see `mnistlab datasets list`)")
+    data_dir: str | None = _f(None, "folder holding the data set's files (searched first)")
+    val_size: int = _f(5000, "images carved from train for validation, stratified (0: none)")
+    train_size: int | None = _f(None, "use only this many training images, stratified (the overfit lesson)")
+    classes: tuple[int, ...] | None = _f(None, "keep only these classes, relabelled 0..k-1, e.g. 3,8")
+    positive: int | None = _f(None, "one class against the rest: this class is positive (binary task)")
+    normalize: str = _f("standard", "input scaling: standard (mean/std), unit ([0,1]), symmetric ([-1,1])", NORMALIZATIONS)
+    augment: bool = _f(False, "random shifts/rotations of each training batch (never flips)")
+    aug_shift: float = _f(2.0, "augmentation: largest shift, in pixels")
+    aug_rotate: float = _f(10.0, "augmentation: largest rotation, in degrees")
+    aug_scale: float = _f(0.0, "augmentation: largest relative scaling, e.g. 0.1 for +-10%")
+
+    # --- model ---
+    model: str = _f("cnn", "model name (see `mnistlab models`)")
+    hidden: tuple[int, ...] | None = _f(None, "hidden layer sizes, e.g. 520,320,240,120 (mlp; cnn head)")
+    activation: str = _f("relu", "mlp activation", ACTIVATIONS)
+    dropout: float = _f(0.0, "dropout probability after each hidden layer")
+    batch_norm: bool = _f(False, "mlp: batch norm after each hidden linear layer")
+    init: str = _f("default", "weight initialisation", INITS)
+    channels: tuple[int, ...] | None = _f(None, "cnn: channels per conv stage, e.g. 8,16")
+    kernel_size: int | None = _f(None, "cnn: convolution kernel size")
+    padding: int | None = _f(None, "cnn: convolution padding")
+    hidden_size: int | None = _f(None, "rnn/lstm/gru: hidden state size")
+    layers: int | None = _f(None, "rnn/lstm/gru: stacked recurrent layers")
+
+    # --- loss and optimiser ---
+    loss: str = _f("ce", "ce (softmax cross entropy), nll (over log_softmax), mse (one-hot), bce (sigmoid per class)", LOSSES)
+    label_smoothing: float = _f(0.0, "label smoothing for ce, in [0, 1)")
+    optimizer: str = _f("sgd", "optimiser", OPTIMIZERS)
+    lr: float | None = _f(None, "peak learning rate (default: sgd 0.2, adam/adamw 0.001, adadelta 1.0)")
+    momentum: float = _f(0.9, "sgd momentum")
+    nesterov: bool = _f(True, "sgd: Nesterov momentum")
+    betas: tuple[float, ...] = _f((0.9, 0.999), "adam/adamw betas")
+    weight_decay: float = _f(5e-4, "L2 weight decay (decoupled for adamw)")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+
+    # --- schedule ---
+    epochs: float = _f(2.0, "passes over the training set (fractions allowed)")
+    steps: int | None = _f(None, "optimiser steps; overrides --epochs")
+    batch_size: int = _f(256, "training batch size")
+    schedule: str = _f("onecycle", "learning-rate schedule", SCHEDULES)
+    warmup: float = _f(0.2, "fraction of the steps spent warming up (onecycle peak position)")
+    step_every: float = _f(1.0, "step schedule: epochs between decays")
+    gamma: float = _f(0.1, "step schedule: decay factor")
+    target_acc: float | None = _f(None, "stop once validation accuracy reaches this, e.g. 0.99")
+
+    # --- run ---
+    seed: int = _f(0, "random seed (runs are deterministic on CPU)")
+    device: str = _f("auto", "where to train", DEVICES)
+    threads: int | None = _f(None, "CPU threads (default: torch's choice)")
+    bf16: bool = _f(False, "bfloat16 autocast (CUDA only)")
+    compile: bool = _f(False, "torch.compile the model (slow to start; rarely pays off on CPU)")
+    eval_batch_size: int = _f(2000, "batch size for evaluation")
+    tta: bool = _f(False, "test-time augmentation: average logits over small shifts")
+    log_every: int = _f(20, "record training loss/accuracy every this many steps")
+    out_dir: str = _f("runs", "folder that holds run directories")
+    name: str | None = _f(None, "run name (default: <model>-<dataset>-<time>)")
+    save_run: bool = _f(True, "write a run directory (config, metrics, checkpoints, figures)")
+    figures: bool = _f(True, "draw figures into the run directory at the end")
+
+    def __post_init__(self) -> None:
+        self._coerce_types()
+        self.validate()
+
+    def _coerce_types(self) -> None:
+        # JSON has no tuples: lists from a config file become the tuple fields they stand for.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first impossible value."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"--{_flag(f.name)}: invalid choice {value!r} (choose from {', '.join(choices)})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{_flag(f.name)} must be a finite number, got {value}")
+        need(self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}")
+        need(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
+        need(self.eval_batch_size > 0, f"--eval-batch-size must be positive, got {self.eval_batch_size}")
+        need(self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
+        need(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
+        need(self.val_size >= 0, f"--val-size must be 0 or more, got {self.val_size}")
+        need(self.train_size is None or self.train_size > 0, f"--train-size must be positive, got {self.train_size}")
+        need(0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
+        need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.momentum >= 0, f"--momentum must be 0 or more, got {self.momentum}")
+        need(self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        need(self.grad_clip >= 0, f"--grad-clip must be 0 or more, got {self.grad_clip}")
+        need(0 <= self.warmup < 1, f"--warmup must be a fraction in [0, 1), got {self.warmup}")
+        need(self.gamma > 0 and self.step_every > 0, "--gamma and --step-every must be positive")
+        need(self.log_every > 0, f"--log-every must be positive, got {self.log_every}")
+        need(self.threads is None or self.threads > 0, f"--threads must be positive, got {self.threads}")
+        need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"--betas must be two numbers in [0, 1), got {self.betas}")
+        need(self.target_acc is None or 0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
+        need(self.aug_shift >= 0 and self.aug_rotate >= 0 and 0 <= self.aug_scale < 1, "augmentation sizes must be 0 or more (scale below 1)")
+        for name in ("hidden", "channels"):
+            sizes = getattr(self, name)
+            need(sizes is None or all(isinstance(s, int) and s > 0 for s in sizes), f"--{name} must be positive integers, got {sizes}")
+        for name in ("kernel_size", "hidden_size", "layers"):
+            value = getattr(self, name)
+            need(value is None or value > 0, f"--{_flag(name)} must be positive, got {value}")
+        need(self.padding is None or self.padding >= 0, f"--padding must be 0 or more, got {self.padding}")
+        need(not (self.classes and self.positive is not None), "use either --classes or --positive, not both")
+        need(self.classes is None or len(set(self.classes)) >= 2, f"--classes needs at least two distinct classes, got {self.classes}")
+        need(self.name is None or _safe_name(self.name), f"--name {self.name!r}: use letters, digits, '.', '_' and '-' only")
+        if self.model == "logistic":
+            need(
+                self.positive is not None or (self.classes is not None and len(self.classes) == 2),
+                "the logistic model is binary: add --classes A,B (two classes) or --positive K (one against the rest)",
+            )
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate at the schedule's peak: `lr`, or the optimiser's usual default."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The model knobs, for `create_model(name, **overrides)` (None means: the model's default)."""
+        keys = ("hidden", "activation", "dropout", "batch_norm", "init", "channels", "kernel_size", "padding", "hidden_size", "layers")
+        return {k: getattr(self, k) for k in keys}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON, atomically."""
+        from .fileio import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: "Config | None" = None) -> "Config":
+        """Overlay `data` on `base` (or the defaults); an unknown key or a wrong type is an error."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        values = asdict(base) if base is not None else {}
+        for key, value in data.items():
+            values[key] = check_type(key, value, known[key].type)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path, base: "Config | None" = None) -> "Config":
+        """Read a JSON config file (for `--config` and for rebuilding a run)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read config: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file holds one JSON object")
+        return cls.from_dict(data, base)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and all(c.isalnum() or c in "._-" for c in name)
+
+
+def field_type(name: str) -> tuple[type, bool, bool]:
+    """(base type, optional?, is-tuple?) of a Config field, from its annotation."""
+    hints = typing.get_type_hints(Config)
+    return _unpack(hints[name])
+
+
+def _unpack(hint: Any) -> tuple[type, bool, bool]:
+    optional = False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], optional, True
+    return hint, optional, False
+
+
+def check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Validate one JSON value against a field's annotation; return it converted (lists -> tuples)."""
+    base, optional, is_tuple = _unpack(typing.get_type_hints(Config)[key] if isinstance(annotation, str) else annotation)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key {key!r} may not be null")
+    items = value if is_tuple else [value]
+    if is_tuple and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config key {key!r} must be a list of {base.__name__}, got {value!r}")
+    for item in items:
+        ok = isinstance(item, base) and not (base is int and isinstance(item, bool))
+        if base is float and isinstance(item, int) and not isinstance(item, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"config key {key!r} must be {base.__name__}, got {item!r}")
+    return tuple(base(i) for i in items) if is_tuple else (float(value) if base is float else value)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Small CNN, one-cycle Nesterov SGD: the time-to-99% preset (see BENCHMARKS.md).
+    "speedrun": {"model": "cnn", "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.2, "schedule": "onecycle"},
+    # Wider CNN, augmentation and test-time augmentation: the accuracy preset.
+    "best": {
+        "model": "cnn", "channels": [32, 64, 128], "kernel_size": 3, "padding": 1, "hidden": [128], "dropout": 0.2,
+        "epochs": 12.0, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle",
+        "augment": True, "aug_shift": 2.0, "aug_rotate": 10.0, "aug_scale": 0.1, "tta": True, "label_smoothing": 0.1,
+    },
+    # One hidden layer of 256: the fast MLP.
+    "mlp": {"model": "mlp", "hidden": [256], "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle"},
+    # The lectures' settings: LeNet-style CNN, SGD lr 0.01 momentum 0.5, batch 64, constant lr.
+    "lecture": {
+        "model": "lenet", "optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "nesterov": False, "batch_size": 64,
+        "epochs": 3.0, "schedule": "constant", "warmup": 0.0, "weight_decay": 0.0,
+    },
+}

@@ -1,0 +1,98 @@
+"""Convolutional nets: the lectures' LeNet-style net and a small, fast modern CNN (the default)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from . import register_model
+
+
+def _flat_features(features: nn.Module, in_shape: tuple[int, int, int]) -> int:
+    # Derive the flattened size from the input shape instead of hard-coding 320 or 256.
+    with torch.no_grad():
+        return features(torch.zeros(1, *in_shape)).flatten(1).shape[1]
+
+
+class LeNet(nn.Module):
+    """conv(C,10,5) -> max-pool 2 -> ReLU -> conv(10,20,5) -> max-pool 2 -> ReLU -> Linear(320, K)."""
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_shape[0], 10, kernel_size=5),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+            nn.Conv2d(10, 20, kernel_size=5),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(_flat_features(self.features, in_shape), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))  # (B, 20, 4, 4) -> (B, 320) -> (B, K)
+
+
+class FastCNN(nn.Module):
+    """Stages of conv (no bias) -> max-pool 2 -> batch norm -> ReLU, then a small MLP head.
+
+    Batch norm sits after the pooling, on the 4x smaller map: the same normalisation for a
+    fraction of the cost, which on a CPU makes the whole step up to 3x faster. Channel counts
+    are multiples of 8, which the CPU convolution kernels handle best.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        channels: tuple[int, ...] = (8, 16),
+        kernel_size: int = 5,
+        padding: int = 0,
+        hidden: tuple[int, ...] = (32,),
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_shape[0]
+        for out in channels:
+            layers += [
+                nn.Conv2d(width, out, kernel_size, padding=padding, bias=False),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            width = out
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Flatten()]
+        width = _flat_features(self.features, in_shape)
+        for size in hidden:
+            head += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                head.append(nn.Dropout(dropout))
+            width = size
+        head.append(nn.Linear(width, num_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model("lenet", "the lectures' CNN: conv 10@5x5, pool, conv 20@5x5, pool, Linear(320, K)")
+def lenet(num_classes: int, in_shape: tuple[int, int, int], **_: object) -> nn.Module:
+    """The LeNet-style CNN of the classic lectures."""
+    return LeNet(in_shape, num_classes)
+
+
+@register_model("cnn", "small fast CNN (default): --channels, --kernel-size, --padding, --hidden, --dropout")
+def cnn(
+    num_classes: int,
+    in_shape: tuple[int, int, int],
+    channels: tuple[int, ...] = (8, 16),
+    kernel_size: int = 5,
+    padding: int = 0,
+    hidden: tuple[int, ...] = (32,),
+    dropout: float = 0.0,
+    **_: object,
+) -> nn.Module:
+    """A small modern CNN built for speed on a CPU; the default model."""
+    return FastCNN(in_shape, num_classes, tuple(channels), kernel_size, padding, tuple(hidden), dropout)
