@@ -156,6 +156,8 @@ def test_progress_callback(server, tmp_path):
     calls = []
     download_file([server.url("good") + name], tmp_path / name, None, TIMEOUT, progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1] == (len(PAYLOADS[name]), len(PAYLOADS[name]))
+    download_file([server.url("good") + name], tmp_path / "bar" / name, None, TIMEOUT, progress=True)  # tqdm
+    assert (tmp_path / "bar" / name).read_bytes() == PAYLOADS[name]
 
 
 def test_locate_downloads_into_cache_once(server, tmp_path):

@@ -163,13 +163,15 @@ def download_file(
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
+            tmp = None
             return dest
         except (OSError, http.client.HTTPException, DataError, ValueError) as e:
             failures.append(f"{url}: {_describe(e)}")
         finally:
-            # On success the temporary file was renamed away; on any failure (or Ctrl-C) remove it.
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            # On any failure (or Ctrl-C) remove the partial download; on success it was renamed away.
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
     if not urls:
         failures.append("no mirror URLs")
     raise DownloadError(f"{dest}: no mirror delivered a verified file: {'; '.join(failures)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistlab.data.download import EMBEDDED_DIR, cache_dir, find_local, locate, search_dirs
+from mnistlab.data.download import EMBEDDED_DIR, Progress, cache_dir, find_local, locate, search_dirs
 from mnistlab.data.idx import check_pair, read_images, read_labels
 from mnistlab.data.sources import SPLIT_KEYS, DatasetSpec, get_dataset_spec
 from mnistlab.data.synthetic import synthetic
@@ -62,11 +62,11 @@ def dataset_paths(name: str, data_dir: str | os.PathLike | None = None) -> dict[
     return find_local(spec, data_dir)
 
 
-def _source_paths(spec: DatasetSpec, data_dir, download: bool) -> dict[str, Path]:
+def _source_paths(spec: DatasetSpec, data_dir, download: bool, progress: Progress) -> dict[str, Path]:
     # The embedded copy is the reproducible default; an explicit data_dir may replace it.
     if spec.embedded and data_dir is None:
         return _embedded_paths(spec)
-    return locate(spec, data_dir, download=download)
+    return locate(spec, data_dir, download=download, progress=progress)
 
 
 def _files_key(spec: DatasetSpec, paths: dict[str, Path]) -> str:
@@ -135,6 +135,7 @@ def load_raw(
     download: bool = True,
     num_synthetic: int = 2048,
     seed: int = 0,
+    progress: Progress = False,
 ) -> RawData:
     """Load data set `name` as uint8 images and int64 labels.
 
@@ -143,6 +144,7 @@ def load_raw(
             embedded copy when it holds the files.
         download: fetch missing files from the mirrors into the user cache.
         num_synthetic, seed: size (train; test is a quarter) and seed of the `synthetic` data set.
+        progress: report downloads (True: a tqdm bar on stderr; or a callable(done_bytes, total_bytes)).
     """
     spec = get_dataset_spec(name)
     if spec.generated:
@@ -151,7 +153,7 @@ def load_raw(
         test_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
         test_x, test_y = synthetic(num_synthetic // 4, spec.num_classes, seed=test_seed)
         return RawData(train_x, train_y, test_x, test_y, spec.class_names, spec.name)
-    paths = _source_paths(spec, data_dir, download)
+    paths = _source_paths(spec, data_dir, download, progress)
     key = _files_key(spec, paths)
     arrays = _load_cached(_cache_folder(spec, key)) if key else None
     if arrays is None:
