@@ -1,0 +1,398 @@
+"""User images (PNG, JPEG, arrays) -> MNIST-style uint8 digits: white ink on black, fitted and centred.
+
+MNIST was made by fitting each digit's bounding box into 20x20 with anti-aliasing, then placing it
+in a 28x28 field so that its centre of mass sits at the centre (an integer shift: the centres of mass
+of the real test set average (14.0, 14.0) with a spread of 0.29 px, which is exactly that rounding).
+`prepare_image` repeats those steps for any picture of a digit, whatever its mode, polarity or size.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnistlab.errors import ImageError
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+MAX_PIXELS = 40_000_000  # refuse images larger than this (width * height), before decoding them
+WORK_SIDE = 512  # big images are first reduced (JPEG draft, box reduce) to about this longest side
+BOX_FRACTION = 20 / 28  # the digit's longest side fills this fraction of the canvas (20 px of 28)
+MIN_CONTRAST = 0.05  # ink less than this far (0..1) from the background means a blank image
+NOISE_FLOOR = 0.1  # ink fainter than this fraction of the darkest ink is background noise
+TRIM_MASS = 0.001  # the bounding box ignores this fraction of the ink mass on each side (specks)
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def load_image(source: str | os.PathLike[str] | bytes, *, draft_side: int | None = None) -> Image.Image:
+    """Decode a file path or encoded bytes into a loaded PIL image (first frame, EXIF-upright).
+
+    Every failure (missing, empty, not an image, truncated, too large) is an `ImageError` with a
+    one-line message naming the file. The pixel count is checked from the header, before decoding.
+
+    Args:
+        draft_side: for JPEGs, let the decoder shrink by 2, 4 or 8 (`Image.draft`, much faster for
+            photos) as long as the longest side stays at least this long.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = f"<{len(source)} bytes>"
+        if len(source) == 0:
+            raise ImageError(f"{name}: empty image data")
+        return _decode(io.BytesIO(bytes(source)), name, draft_side)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_image expects a path or bytes, not {type(source).__name__}")
+    name = os.fspath(source)
+    if os.path.isdir(name):
+        raise ImageError(f"{name}: is a directory, not an image file")
+    try:
+        fp = open(name, "rb")
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read the file ({_one_line(exc)})") from None
+    with fp:
+        if os.fstat(fp.fileno()).st_size == 0:
+            raise ImageError(f"{name}: empty file")
+        return _decode(fp, name, draft_side)
+
+
+def _decode(fp: io.IOBase, name: str, draft_side: int | None) -> Image.Image:
+    try:
+        # Image.open only reads the header; turn Pillow's own bomb warning into an error so that
+        # nothing between Pillow's limit and twice it is decoded either.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # "Corrupt EXIF data"
+            im = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large to decode safely (limit {MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image format") from None
+    except Exception as exc:  # Pillow's plugins raise many types (struct.error, ...) on bad headers
+        raise ImageError(f"{name}: unreadable image header ({_one_line(exc)})") from None
+    with im:
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(
+                f"{name}: image is {width}x{height} = {width * height:,} pixels, "
+                f"over the limit of {MAX_PIXELS:,} (decompression bomb?)"
+            )
+        if width == 0 or height == 0:
+            raise ImageError(f"{name}: image has no pixels ({width}x{height})")
+        try:
+            if draft_side and im.format == "JPEG" and max(width, height) > draft_side:
+                scale = draft_side / max(width, height)
+                im.draft(im.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
+            im.seek(0)  # animated GIF/PNG, multi-page TIFF: the first frame
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # broken EXIF
+                im.load()
+                # A new image (transposed or copied), so the file can be closed even for multi-frame.
+                return ImageOps.exif_transpose(im)
+        except Exception as exc:  # truncated data, broken streams, bad EXIF: all mean a corrupt file
+            raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- to arrays
+
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+
+
+def _pil_to_array(im: Image.Image, name: str, channels: int) -> np.ndarray:
+    """A PIL image -> an array of shape (H, W) or (H, W, C) with C in 2..4 (gray+alpha, RGB, RGBA)."""
+    try:
+        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag; images we decoded are already upright
+            im = ImageOps.exif_transpose(im)
+        mode = im.mode
+        if mode == "1":
+            im = im.convert("L")
+        elif mode in ("P", "PA") or "transparency" in im.info:
+            # Palette transparency (and L/RGB with a transparent colour key) becomes a real alpha.
+            has_alpha = mode == "PA" or "transparency" in im.info or (mode == "P" and im.palette.mode == "RGBA")
+            im = im.convert("RGBA" if has_alpha else "RGB")
+        elif mode in ("La",):
+            im = im.convert("LA")
+        elif mode in ("RGBa",):
+            im = im.convert("RGBA")
+        elif mode.startswith("I;16"):
+            pass  # numpy reads it as uint16; scaled from its own range below
+        elif mode == "RGB" and channels == 1:
+            im = im.convert("L")  # the C conversion is cheaper than float luminance in numpy
+        elif mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+            im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, ...
+        # Shrink big images early: the result is 20 px wide, and a C box reduce is far cheaper than
+        # float work on every pixel of a photo.
+        factor = -(-max(im.size) // WORK_SIDE)  # ceil: the longest side ends at most WORK_SIDE
+        if factor >= 2 and not im.mode.startswith("I;16"):
+            im = im.reduce(factor)
+        return np.asarray(im)
+    except ImageError:
+        raise
+    except Exception as exc:  # a lazily opened image handed to us may fail to decode here
+        raise ImageError(f"{name}: cannot convert the image ({_one_line(exc)})") from None
+
+
+def _unit_range(x: np.ndarray) -> np.ndarray | None:
+    """Colour values -> float32 in [0, 1]; None when the image holds no usable variation."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) * np.float32(1 / 255)
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    x = x.astype(np.float64)  # 16/32-bit ints and floats of any range: scale their own range to 0..1
+    finite = np.isfinite(x)
+    all_finite = bool(finite.all())
+    values = x if all_finite else x[finite]
+    if values.size == 0:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    if not hi > lo:
+        return None
+    y = ((x - lo) / (hi - lo)).astype(np.float32)
+    if not all_finite:
+        fill = np.float32(np.median(values) - lo) / np.float32(hi - lo)  # NaN reads as background
+        y = np.nan_to_num(y, nan=fill, posinf=1.0, neginf=0.0)
+    return y
+
+
+def _unit_alpha(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.integer):
+        top = 255 if a.dtype == np.uint8 else max(int(a.max(initial=0)), 1)
+        return np.clip(a.astype(np.float32) / np.float32(top), 0.0, 1.0)
+    a = np.nan_to_num(a.astype(np.float32), nan=1.0, posinf=1.0, neginf=0.0)
+    top = float(a.max(initial=0.0))
+    return np.clip(a / top if top > 1 else a, 0.0, 1.0)
+
+
+def _border(x: np.ndarray) -> np.ndarray:
+    """The outermost two rows and columns (or one, for tiny images), flattened to (N, ...)."""
+    k = 2 if min(x.shape[0], x.shape[1]) >= 8 else 1
+    return np.concatenate([
+        x[:k].reshape(-1, *x.shape[2:]), x[-k:].reshape(-1, *x.shape[2:]),
+        x[k:-k, :k].reshape(-1, *x.shape[2:]), x[k:-k, -k:].reshape(-1, *x.shape[2:]),
+    ])
+
+
+def _sample(x: np.ndarray, num: int = 16_384) -> np.ndarray:
+    """A strided subsample of at most about `num` pixels: medians of it are as good and far cheaper."""
+    step = max(1, int(np.ceil((x.shape[0] * x.shape[1] / num) ** 0.5)))
+    return x[::step, ::step]
+
+
+def _split_colour(arr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(H,W) or (H,W,C) array -> (gray (H,W), colour (H,W,3)) floats in [0,1], alpha composited.
+
+    Returns None for an image without variation (blank).
+    """
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and not 1 <= arr.shape[2] <= 4):
+        raise ImageError(f"{name}: expected an array of shape (H, W) or (H, W, C) with C in 1..4, got {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{name}: image has no pixels (shape {arr.shape})")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise ImageError(f"{name}: image is {arr.shape[1]}x{arr.shape[0]} pixels, over the limit of {MAX_PIXELS:,}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+        raise ImageError(f"{name}: unsupported pixel type {arr.dtype}")
+
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    colour_part = arr if channels == 1 else arr[:, :, : 1 if channels == 2 else 3]
+    colour = _unit_range(colour_part)
+    if colour is None:
+        return None
+    if colour.ndim == 2:
+        colour = colour[:, :, None]  # (H, W) -> (H, W, 1)
+    if channels in (2, 4):
+        alpha = _unit_alpha(arr[:, :, -1])[:, :, None]  # (H, W) -> (H, W, 1)
+        colour = _composite(colour, alpha)
+        if colour is None:
+            return None
+    if colour.shape[2] == 3:
+        gray = colour @ _LUMA
+    else:
+        gray = colour[:, :, 0]
+        colour = np.repeat(colour, 3, axis=2)  # (H, W, 1) -> (H, W, 3)
+    return gray, colour
+
+
+def _composite(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """Flatten transparency onto a matte that keeps the ink visible.
+
+    An opaque border gives its own (median) colour as the matte, so transparent holes look like
+    paper. A transparent border means a drawing on nothing: dark strokes go onto white, light
+    strokes onto black (compositing white strokes onto white would erase the digit).
+    """
+    border_alpha = _border(alpha)[:, 0]
+    if np.median(border_alpha) > 0.5:
+        border = _border(colour)
+        matte = np.median(border[border_alpha > 0.5], axis=0)
+    else:
+        solid = _sample(alpha)[:, :, 0] > 0.5
+        if not solid.any():
+            return None  # fully transparent
+        ink = float(_sample(colour)[solid].mean())
+        matte = np.full(colour.shape[2], 1.0 if ink < 0.5 else 0.0, dtype=np.float32)
+    matte = matte.astype(np.float32)
+    return colour * alpha + matte * (1 - alpha)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _ink(gray: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """Gray [0,1] -> (ink, sign, peak) with ink = max(sign * (gray - paper), 0); None when blank."""
+    lo, hi = float(gray.min()), float(gray.max())
+    mid = 0.5 * (lo + hi)
+    border_bg = float(np.median(_border(gray)))
+    global_bg = float(np.median(_sample(gray)))
+    # The frame decides the paper level, unless the interior disagrees about which side of the
+    # range is paper: a digit cropped so tight that its strokes fill the frame, say.
+    paper = border_bg if (border_bg > mid) == (global_bg > mid) else global_bg
+    sign = -1.0 if paper > mid else 1.0  # light paper: dark pixels are ink (MNIST is white on black)
+    ink = np.maximum(np.float32(sign) * (gray - np.float32(paper)), 0)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        return None
+    return ink, sign, peak
+
+
+def _normalise(x: np.ndarray, peak: float) -> np.ndarray:
+    """Ink in [0, peak] -> [0, 1], with the faint noise floor cut to exact zero."""
+    floor = NOISE_FLOOR * peak
+    return np.clip((x - np.float32(floor)) * np.float32(1 / (peak - floor)), 0, 1)
+
+
+def _bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the ink, ignoring a sliver of mass on each side (specks)."""
+    total = float(ink.sum(dtype=np.float64))
+    if total <= 0:
+        return None
+    out = []
+    for axis in (1, 0):
+        cum = np.cumsum(ink.sum(axis=axis, dtype=np.float64)) / total
+        first = int(np.searchsorted(cum, TRIM_MASS, side="right"))
+        last = int(np.searchsorted(cum, 1 - TRIM_MASS, side="left"))
+        last = min(max(last, first), cum.size - 1)
+        out += [first, last + 1]
+    return out[0], out[1], out[2], out[3]
+
+
+def _resize(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+    # Lanczos with a box pre-reduction (reducing_gap): anti-aliased like MNIST's, and fast.
+    out = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
+        (width, height), Image.Resampling.LANCZOS, reducing_gap=2.0
+    )
+    return np.clip(np.asarray(out), 0, 1)  # Lanczos rings slightly past 0 and 1
+
+
+def _place(planes: np.ndarray, weight: np.ndarray, size: int) -> np.ndarray:
+    """Paste (h, w, P) planes into a (size, size, P) canvas with the weight's centre of mass at the centre."""
+    h, w = weight.shape
+    total = float(weight.sum(dtype=np.float64))
+    if total > 0:
+        cy = float(weight.sum(axis=1) @ np.arange(h)) / total
+        cx = float(weight.sum(axis=0) @ np.arange(w)) / total
+    else:
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+    # Round half up (Python's round() goes to even, which would bias the shift by the parity).
+    top = min(max(int(np.floor(size / 2 - cy + 0.5)), 0), size - h)
+    left = min(max(int(np.floor(size / 2 - cx + 0.5)), 0), size - w)
+    canvas = np.zeros((size, size, planes.shape[2]), dtype=np.float32)
+    canvas[top : top + h, left : left + w] = planes
+    return canvas
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def prepare_image(source: ImageSource, size: int = 28, channels: int = 1) -> np.ndarray:
+    """Any picture of one digit -> uint8 (size, size) (or (size, size, 3)) prepared like MNIST.
+
+    Grayscale for the geometry, inverted when the paper is light, cropped to the ink, fitted into a
+    20/28 * size box keeping the aspect ratio, and centred by centre of mass. A blank image gives
+    zeros. Undecodable or unusable input raises `ImageError`.
+
+    Args:
+        source: a path, encoded bytes, a PIL image, or an (H, W) / (H, W, C) array of any dtype
+            (C in 1..4: gray, gray+alpha, RGB, RGBA; ints and floats are scaled from their range).
+        channels: 1 for gray, 3 to keep colour (same geometry; inverted with the gray when the
+            paper is light, so the background is always black).
+    """
+    if not isinstance(size, (int, np.integer)) or size < 4:
+        raise ValueError(f"size must be an int >= 4, got {size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    size = int(size)
+    shape = (size, size) if channels == 1 else (size, size, 3)
+
+    if isinstance(source, np.ndarray):
+        arr, name = source, "<array>"
+        if arr.dtype == np.uint8 and arr.ndim in (2, 3) and arr.size and (arr.ndim == 2 or 2 <= arr.shape[2] <= 4):
+            # Through PIL: its C conversions and box reduce make big photos cheap.
+            arr = _pil_to_array(Image.fromarray(np.ascontiguousarray(arr)), name, channels)
+    elif isinstance(source, Image.Image):
+        name = getattr(source, "filename", "") or "<PIL image>"
+        arr = _pil_to_array(source, name, channels)
+    else:
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{len(source)} bytes>"
+        arr = _pil_to_array(load_image(source, draft_side=WORK_SIDE // 2), name, channels)
+
+    split = _split_colour(arr, name)
+    if split is None:
+        return np.zeros(shape, dtype=np.uint8)
+    gray, colour = split
+    found = _ink(gray)
+    if found is None:
+        return np.zeros(shape, dtype=np.uint8)
+    ink, sign, peak = found
+    if channels == 3:
+        # The paper's colour: the median colour of pixels that the gray calls background.
+        is_paper = _sample(ink) < NOISE_FLOOR * peak
+        samples = _sample(colour)[is_paper] if is_paper.any() else _border(colour)
+        paper = np.median(samples, axis=0).astype(np.float32)
+    ink = _normalise(ink, peak)
+    box = _bbox(ink)
+    if box is None:
+        return np.zeros(shape, dtype=np.uint8)
+    top, bottom, left, right = box
+    ink = ink[top:bottom, left:right]
+
+    planes = [ink]
+    if channels == 3:
+        # Same transform per channel: each channel's distance from the paper's colour, with the
+        # gray's polarity and scale, so the colour output's luminance matches the gray output.
+        crop = colour[top:bottom, left:right]
+        diff = np.maximum(np.float32(sign) * (crop - paper), 0)  # (h, w, 3)
+        planes += [_normalise(diff[:, :, c], peak) for c in range(3)]
+
+    h, w = ink.shape
+    target = max(1, round(size * BOX_FRACTION))
+    scale = target / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.stack([_resize(p, new_w, new_h) for p in planes], axis=2)  # (new_h, new_w, P)
+    canvas = _place(resized, resized[:, :, 0], size)
+    out = canvas[:, :, 0] if channels == 1 else canvas[:, :, 1:]
+    return np.rint(out * 255).astype(np.uint8)
+
+
+def prepare_batch(sources: Iterable[ImageSource], size: int = 28, channels: int = 1) -> np.ndarray:
+    """Prepare many images: uint8 (N, size, size) or (N, size, size, 3)."""
+    prepared = [prepare_image(s, size=size, channels=channels) for s in sources]
+    if not prepared:
+        return np.zeros((0, size, size) if channels == 1 else (0, size, size, 3), dtype=np.uint8)
+    return np.stack(prepared)
