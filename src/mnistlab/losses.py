@@ -58,3 +58,10 @@ def class_probabilities(logits: torch.Tensor, loss: str = "ce") -> torch.Tensor:
     if loss == "bce":
         return torch.sigmoid(logits)
     return F.softmax(logits, dim=1)
+
+
+def as_class_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K) logits for K >= 2; a single binary logit z becomes [0, z], whose softmax is [1 - sigmoid(z), sigmoid(z)]."""
+    if logits.shape[1] == 1:
+        return torch.cat([torch.zeros_like(logits), logits], dim=1)
+    return logits

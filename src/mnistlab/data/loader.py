@@ -234,3 +234,26 @@ def build_bundle(
     test = to_device_split(test_x, test_y, mean, std, device)
     in_shape = tuple(train.x.shape[1:])
     return DataBundle(train, val, test, tuple(names), in_shape, mean, std, name=name, test_images=test_x)
+
+
+def load_dataset(
+    name: str = "mnist",
+    *,
+    data_dir: str | None = None,
+    download: bool = True,
+    val_size: int = 5000,
+    normalize: str = "standard",
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    classes: tuple[int, ...] | None = None,
+    positive: int | None = None,
+    train_size: int | None = None,
+) -> DataBundle:
+    """Load a registered data set as device-resident, normalised train/val/test splits."""
+    from .raw import load_raw
+
+    raw = load_raw(name, data_dir=data_dir, download=download)
+    return build_bundle(
+        raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.class_names, name=name, val_size=val_size,
+        normalize=normalize, device=device, seed=seed, classes=classes, positive=positive, train_size=train_size,
+    )

@@ -1,0 +1,23 @@
+"""mnistlab: train, evaluate, explain and serve classifiers on MNIST-family images, fast.
+
+Public API::
+
+    from mnistlab import Config, load_dataset, create_model, fit
+    data = load_dataset("mnist")
+    model = create_model("cnn", data.num_classes, data.in_shape)
+    history = fit(model, data, Config(epochs=1))
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Config
+from .data.loader import ImageDataset, load_dataset
+from .models import create_model, list_models, register_model
+from .train import evaluate, fit
+
+__all__ = [
+    "Config", "load_dataset", "ImageDataset", "create_model", "list_models", "register_model", "fit", "evaluate",
+    "__version__",
+]

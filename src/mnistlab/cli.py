@@ -1,0 +1,395 @@
+"""The `mnistlab` command: the only module that reads argv or prints to the terminal.
+
+Every user-facing failure is a MnistlabError (or an argparse error): one line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import PRESETS, Config, field_type
+from .errors import MnistlabError, TrainingDiverged
+
+PROG = "mnistlab"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _out(*lines: str) -> None:
+    print(*lines, sep="\n", flush=True)
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- config options
+
+
+def _parse_list(base: type) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        try:
+            return tuple(base(p) for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {base.__name__}s, e.g. 520,320; got {text!r}") from None
+
+    parse.__name__ = f"list of {base.__name__}"
+    return parse
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per Config field, typed from its annotation, documented from its metadata."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    group_of = {
+        "dataset": "data", "model": "model", "loss": "loss and optimiser", "epochs": "schedule", "seed": "run",
+    }
+    current = "data"
+    for f in dataclasses.fields(Config):
+        current = group_of.get(f.name, current)
+        group = groups.setdefault(current, parser.add_argument_group(current))
+        base, optional, is_tuple = field_type(f.name)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            kwargs["help"] = argparse.SUPPRESS
+            continue
+        if is_tuple:
+            kwargs["type"] = _parse_list(base)
+            kwargs["metavar"] = "A,B,..."
+        else:
+            kwargs["type"] = base
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if default is not None and default != ():
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            kwargs["help"] = f"{help_text} (default: {shown})"
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """defaults < --preset < --config FILE < flags."""
+    cfg = Config.from_dict(PRESETS[args.preset]) if getattr(args, "preset", None) else Config()
+    if getattr(args, "config", None):
+        cfg = Config.load(args.config, base=cfg)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    return Config.from_dict(flags, base=cfg) if flags else cfg
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the trainer polls after each step; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{PROG}: {signal.Signals(signum).name} received: saving a checkpoint after this step...",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _fmt_pct(x: float | None) -> str:
+    return "   -   " if x is None else f"{100 * x:6.2f}%"
+
+
+def _fmt_loss(x: float | None) -> str:
+    return "   -   " if x is None else f"{x:7.4f}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .session import TrainSession
+
+    if args.resume:
+        session = TrainSession.resume(args.resume, device=getattr(args, "device", None))
+    else:
+        cfg = config_from_args(args)
+        session = TrainSession.start(cfg)
+    cfg = session.cfg
+    data = session.data
+    progress = not args.quiet
+    bar = None
+
+    def on_epoch_start(epoch: int, batches: int) -> None:
+        nonlocal bar
+        if progress:
+            from tqdm import tqdm
+
+            start = session.trainer.state.batch
+            bar = tqdm(total=batches, initial=start, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                       dynamic_ncols=True, file=sys.stderr, disable=None, mininterval=0.2)
+            bar.images = 0
+            bar.t0 = time.perf_counter()
+
+    def on_step(info: dict) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.images += info["items"]
+            if bar.n % 10 == 0:
+                rate = bar.images / max(1e-9, time.perf_counter() - bar.t0)
+                bar.set_postfix_str(f"loss {info['loss'].item():.4f}, {rate:,.0f} img/s", refresh=False)
+
+    def on_epoch_end(record: dict) -> None:
+        if bar is not None:
+            bar.close()
+        total = session.trainer.total_steps / session.trainer.steps_per_epoch
+        _out(
+            f"epoch {record['epoch']:>3}/{total:g}  train loss {_fmt_loss(record['train_loss'])} acc {_fmt_pct(record['train_acc'])}"
+            f"  | val loss {_fmt_loss(record['val_loss'])} acc {_fmt_pct(record['val_acc'])}  | {record['time_s']:6.2f} s"
+        )
+
+    from .models import count_parameters
+
+    if not args.quiet:
+        where = f"run {session.run.path}" if session.run else "no run directory (--no-save-run)"
+        _out(
+            f"{cfg.model} ({count_parameters(session.model):,} parameters) on {data.name}: "
+            f"{len(data.train):,} train, {len(data.val) if data.val else 0:,} val, {len(data.test):,} test images; "
+            f"device {session.trainer.device}; {where}"
+        )
+    start = time.perf_counter()
+    try:
+        with _StopFlag() as stop:
+            history = session.fit(on_epoch_start=on_epoch_start, on_step=on_step, on_epoch_end=on_epoch_end, should_stop=stop)
+    except TrainingDiverged as e:
+        if bar is not None:
+            bar.close()
+        kept = session.run and session.run.checkpoint_path("last").exists()
+        tail = f"; the last good checkpoint is {session.run.checkpoint_path('last')}" if kept else "; no checkpoint was written"
+        _err(f"{e}{tail}")
+        return EXIT_ERROR
+    except session.Interrupted as e:
+        if bar is not None:
+            bar.close()
+        if session.run:
+            _err(
+                f"interrupted at step {e.state.step}; checkpoint saved. "
+                f"Resume with: {PROG} train --resume {session.run.path}"
+            )
+        else:
+            _err(f"interrupted at step {e.state.step} (--no-save-run: nothing saved)")
+        return EXIT_INTERRUPTED
+    test = history.test
+    n = len(data.test)
+    correct = round(test.acc * n)
+    _out(
+        f"Test set: Average loss: {test.loss:.4f}, Accuracy: {correct}/{n} ({100 * test.acc:.2f}%)",
+        f"Training time {history.train_seconds:.2f} s, testing time {history.test_seconds:.2f} s, "
+        f"total {time.perf_counter() - start:.2f} s",
+    )
+    if session.run:
+        _out(f"saved run {session.run.path}  (evaluate: {PROG} evaluate {session.run.path})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate / predict
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_checkpoint
+    from .metrics import format_report
+
+    report = evaluate_checkpoint(args.run, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+                                 device=args.device, tta=args.tta, batch_size=args.batch_size)
+    if args.json:
+        _out(json.dumps(report, indent=2))
+    else:
+        _out(f"{report['checkpoint']} on {report['dataset']} ({report['split']}, {report['num_samples']:,} images)",
+             format_report(report))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    predictor = Predictor.from_checkpoint(args.run, device=args.device)
+    results = predictor.predict_files(args.images, top_k=args.top_k)
+    if args.json:
+        _out(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        top = ", ".join(f"{c['label']} {100 * c['prob']:.1f}%" for c in r["top"])
+        _out(f"{r['file']}: {r['label']}   ({top})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- models / datasets / report
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import count_parameters, create_model, list_models, model_description
+    from .models.summary import summarize
+
+    if args.summary:
+        _out(summarize(args.summary, num_classes=10, in_shape=(1, 28, 28)))
+        return 0
+    _out(f"{'model':<10} {'parameters':>11}  description")
+    for name in list_models():
+        k = 2 if name == "logistic" else 10
+        n = count_parameters(create_model(name, k, (1, 28, 28)))
+        _out(f"{name:<10} {n:>11,}  {model_description(name)}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.raw import dataset_paths, verify_dataset
+    from .data.sources import get_dataset_spec, list_datasets
+
+    if args.action == "list":
+        _out(f"{'name':<16} {'classes':>7}  where        description")
+        for name in list_datasets():
+            spec = get_dataset_spec(name)
+            where = "embedded" if spec.embedded else ("generated" if name == "synthetic" else "download")
+            _out(f"{name:<16} {len(spec.class_names):>7}  {where:<12} {spec.description}")
+        return 0
+    names = [args.name] if args.name else ["mnist"]
+    if args.action == "path":
+        for name in names:
+            for key, path in dataset_paths(name, args.data_dir).items():
+                _out(f"{name} {key}: {path if path else '(not on this machine)'}")
+        return 0
+    ok_all = True
+    for name in names:
+        for key, path, ok, detail in verify_dataset(name, args.data_dir):
+            ok_all &= ok
+            _out(f"{'ok  ' if ok else 'FAIL'} {name} {key}: {path} ({detail})")
+    return 0 if ok_all else EXIT_ERROR
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_report
+
+    _out(f"wrote {render_report(args.run, args.out)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all subcommands)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_Formatter,
+        description="Train, evaluate, explain and serve classifiers on MNIST-family images.",
+        epilog=f"Start with: {PROG} train   (the default CNN on the embedded MNIST, about a minute on 2 CPU cores)",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model; writes runs/<name>/", formatter_class=argparse.HelpFormatter,
+                       description="Train a model. Options override --config, which overrides --preset, which overrides the defaults.")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a tuned set of options (speedrun, best, mlp, lecture)")
+    p.add_argument("--config", metavar="FILE", help="JSON file of options (e.g. a run's config.json)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add_config_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, loss, perplexity, per-class table and confusion matrix", formatter_class=_Formatter)
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--dataset", help="evaluate on another data set (default: the one it was trained on)")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation (default: as trained)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, ...) prepared like MNIST", formatter_class=_Formatter)
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list the models with parameter counts", formatter_class=_Formatter)
+    p.add_argument("--summary", metavar="MODEL", help="print each layer's output shape for MODEL")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list, verify or locate data sets", formatter_class=_Formatter)
+    p.add_argument("action", choices=("list", "verify", "path"))
+    p.add_argument("name", nargs="?", help="data set (default: mnist)")
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("report", help="render a run's figures and numbers into one HTML page", formatter_class=_Formatter)
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--out", help="output file (default: RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[Any], None]]:
+    """Subcommands that live next to their feature (experiments, bench, ...): each has `register(sub)`."""
+    import importlib
+
+    found = []
+    for module in ("experiments.cli", "bench", "lm.cli", "tabular", "serve.cli"):
+        try:
+            mod = importlib.import_module(f".{module}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith(__package__):
+                continue
+            raise
+        found.append(mod.register)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, and turn our errors into one line and an exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MnistlabError as e:
+        _err(str(e))
+        return EXIT_USAGE if type(e).__name__ == "ConfigError" else EXIT_ERROR
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `mnistlab ... | head`: the reader went away; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

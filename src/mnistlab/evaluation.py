@@ -1,0 +1,48 @@
+"""Evaluate a saved model on any split of any compatible data set."""
+
+from __future__ import annotations
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .data.loader import build_bundle
+from .data.raw import load_raw
+from .errors import DataError
+from .losses import as_class_logits
+from .metrics import classification_report
+from .train import evaluate, resolve_device, uses_convolutions
+
+
+def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "test", data_dir: str | None = None,
+                        device: str = "auto", tta: bool | None = None, batch_size: int = 2000) -> dict:
+    """The full classification report of a checkpoint on a split, with the data normalised as in training."""
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.cfg
+    name = dataset or cfg.dataset
+    dev = resolve_device(device)
+    raw = load_raw(name, data_dir=data_dir if dataset else (data_dir or cfg.data_dir))
+    mean, std = ckpt.norm
+    bundle = build_bundle(
+        raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.class_names, name=name,
+        val_size=cfg.val_size if split != "test" else 0, normalize="unit", device=dev, seed=cfg.seed,
+        classes=cfg.classes, positive=cfg.positive,
+    )
+    # build_bundle normalised to [0, 1]; apply the training statistics on top.
+    chosen = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
+    if chosen is None:
+        raise DataError(f"{name}: this run had no validation split (--val-size 0)")
+    if tuple(chosen.x.shape[1:]) != ckpt.in_shape:
+        raise DataError(f"{name}: images are {tuple(chosen.x.shape[1:])} but the model was trained on {ckpt.in_shape}")
+    if len(bundle.class_names) != len(ckpt.class_names):
+        raise DataError(f"{name} has {len(bundle.class_names)} classes but the model has {len(ckpt.class_names)}")
+    m = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=dev).view(1, -1, 1, 1)
+    chosen.x.sub_(m).div_(s)
+    model = ckpt.build_model().to(dev)
+    channels_last = uses_convolutions(model) and dev.type != "mps"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last)
+    report = classification_report(as_class_logits(result.logits), chosen.y.cpu(), list(ckpt.class_names), loss=result.loss)
+    report.update(checkpoint=str(ckpt.path), dataset=name, split=split, seconds=result.seconds)
+    return report

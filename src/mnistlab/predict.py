@@ -1,0 +1,68 @@
+"""A loaded model that classifies user images: checkpoint + image files -> labels and probabilities."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .data.images import prepare_image
+from .losses import as_class_logits, class_probabilities
+from .train import resolve_device, uses_convolutions
+
+
+@dataclass
+class Predictor:
+    """A model in eval mode with the normalisation it was trained with."""
+
+    model: torch.nn.Module
+    class_names: tuple[str, ...]
+    mean: torch.Tensor
+    std: torch.Tensor
+    in_shape: tuple[int, int, int]
+    loss: str
+    device: torch.device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu") -> "Predictor":
+        ckpt = load_checkpoint(path)
+        dev = resolve_device(device)
+        model = ckpt.build_model().to(dev).eval()
+        if uses_convolutions(model) and dev.type == "cpu":
+            model.to(memory_format=torch.channels_last)
+        channels = ckpt.in_shape[0]
+        mean = torch.tensor(ckpt.norm[0], device=dev).view(1, channels, 1, 1)
+        std = torch.tensor(ckpt.norm[1], device=dev).view(1, channels, 1, 1)
+        return cls(model, ckpt.class_names, mean, std, ckpt.in_shape, ckpt.cfg.loss, dev)
+
+    def prepare(self, sources: Sequence) -> np.ndarray:
+        """Images (paths, bytes, PIL images or arrays) -> uint8 (N, H, W[, C]) prepared like MNIST."""
+        c, h, _ = self.in_shape
+        return np.stack([prepare_image(s, size=h, channels=c) for s in sources])
+
+    @torch.inference_mode()
+    def probabilities(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, H, W[, C]) -> class probabilities (N, K) on the CPU."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
+        x = (x.float() / 255.0 - self.mean) / self.std
+        logits = as_class_logits(self.model(x).float())
+        return class_probabilities(logits, self.loss).cpu()
+
+    def predict_files(self, sources: Sequence, top_k: int = 3) -> list[dict]:
+        """One dict per image: file, label, class index, probability, and the top-k classes."""
+        probs = self.probabilities(self.prepare(sources))
+        k = max(1, min(top_k, probs.shape[1]))
+        values, indices = probs.topk(k, dim=1)
+        out = []
+        for src, v, i in zip(sources, values.tolist(), indices.tolist()):
+            out.append({
+                "file": str(src) if isinstance(src, (str, os.PathLike)) else "<image>",
+                "label": self.class_names[i[0]], "class": i[0], "prob": v[0],
+                "top": [{"label": self.class_names[j], "class": j, "prob": p} for j, p in zip(i, v)],
+            })
+        return out

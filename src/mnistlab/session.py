@@ -1,0 +1,144 @@
+"""One training run end to end: config -> data -> model -> trainer -> run directory -> figures.
+
+The CLI drives it; notebooks and experiments can too. `fit()` wires the trainer's hooks to the run
+directory (metrics.jsonl, checkpoints) and, at the end, writes evaluation.json and the figures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import Config
+from .data.loader import DataBundle, load_dataset
+from .errors import ConfigError
+from .models import create_model, list_models
+from .run import RunDir, check_resumable, restore_trainer, save_trainer
+from .train import History, Hooks, Trainer, TrainingInterrupted, resolve_device
+
+
+def check_names(cfg: Config) -> None:
+    """Unknown model or data set names fail before any data is loaded."""
+    from .data.sources import get_dataset_spec
+
+    if cfg.model not in list_models():
+        raise ConfigError(f"--model: invalid choice {cfg.model!r} (choose from {', '.join(list_models())})")
+    if ":" not in cfg.dataset:  # "folder:PATH" and "csv:PATH" are resolved by the loader
+        get_dataset_spec(cfg.dataset)
+
+
+def load_data(cfg: Config, device: torch.device) -> DataBundle:
+    """The data set a config names, on `device`."""
+    return load_dataset(
+        cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, normalize=cfg.normalize, device=device,
+        seed=cfg.seed, classes=cfg.classes, positive=cfg.positive, train_size=cfg.train_size,
+    )
+
+
+def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
+    """The model a config names, initialised from `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    try:
+        return create_model(cfg.model, data.num_classes, data.in_shape, **cfg.model_overrides())
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+@dataclass
+class TrainSession:
+    """A config, its data, model, trainer and (optionally) run directory."""
+
+    cfg: Config
+    data: DataBundle
+    model: torch.nn.Module
+    trainer: Trainer
+    run: RunDir | None
+
+    Interrupted = TrainingInterrupted
+
+    @classmethod
+    def start(cls, cfg: Config, data: DataBundle | None = None) -> "TrainSession":
+        """A new run: validate names, load data, build the model, create the run folder."""
+        check_names(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        data = data or load_data(cfg, device)
+        model = build_model(cfg, data).to(device)
+        trainer = Trainer(model, data, cfg)
+        run = RunDir.create(cfg) if cfg.save_run else None
+        return cls(cfg, data, model, trainer, run)
+
+    @classmethod
+    def resume(cls, run_path: str | Path, device: str | None = None) -> "TrainSession":
+        """Continue a run from its `last` checkpoint with the config it was started with."""
+        run = RunDir(Path(run_path))
+        cfg = check_resumable(run, None)
+        if device:
+            cfg.device = device
+        check_names(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        data = load_data(cfg, resolve_device(cfg.device))
+        model = build_model(cfg, data).to(data.train.x.device)
+        trainer = Trainer(model, data, cfg)
+        state = restore_trainer(run, trainer)
+        run.truncate_records(state.step)
+        return cls(cfg, data, model, trainer, run)
+
+    def fit(self, on_epoch_start: Callable | None = None, on_step: Callable | None = None,
+            on_epoch_end: Callable | None = None, should_stop: Callable[[], bool] | None = None) -> History:
+        """Train to the end, logging to the run directory; then evaluate and draw the figures."""
+        run = self.run
+
+        def log_epoch(record: dict) -> None:
+            if run:
+                run.log(record)
+            if on_epoch_end:
+                on_epoch_end(record)
+
+        hooks = Hooks(
+            on_step=on_step,
+            on_log=run.log if run else None,
+            on_epoch_end=log_epoch,
+            on_epoch_start=on_epoch_start,
+            save_checkpoint=(lambda kind, st: save_trainer(run, kind, self.trainer, st)) if run else None,
+            should_stop=should_stop,
+        )
+        history = self.trainer.fit(hooks)
+        if run:
+            test = history.test
+            run.log({"kind": "test", "step": self.trainer.state.step, "test_loss": test.loss, "test_acc": test.acc,
+                     "train_time_s": history.train_seconds, "test_time_s": history.test_seconds})
+            write_artifacts(run, self.cfg, self.data, test.logits)
+        return history
+
+
+def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
+    """evaluation.json (the full test report) and, unless --no-figures, the run's figures."""
+    from .fileio import atomic_write_json
+    from .losses import as_class_logits, class_probabilities
+    from .metrics import classification_report
+
+    y = data.test.y.cpu()
+    test_logits = as_class_logits(test_logits)
+    report = classification_report(test_logits, y, list(data.class_names), loss=None)
+    atomic_write_json(run.path / "evaluation.json", report)
+    if not cfg.figures or data.test_images is None:
+        return
+    from . import plots
+
+    probs = class_probabilities(test_logits, cfg.loss)
+    preds = probs.argmax(1)
+    conf = probs.max(1).values
+    images = data.test_images
+    plots.plot_training_curves(run.records(), run.path / "curves.png")
+    plots.plot_confusion_matrix(torch.tensor(report["confusion_matrix"]), data.class_names, run.path / "confusion.png")
+    plots.plot_prediction_grid(images[:25], preds[:25].numpy(), conf[:25].numpy(), run.path / "predictions.png",
+                               labels=y[:25].numpy(), class_names=data.class_names, title="test images: predicted class")
+    plots.plot_confident_mistakes(images, y.numpy(), preds.numpy(), conf.numpy(), run.path / "mistakes.png",
+                                  class_names=data.class_names)
