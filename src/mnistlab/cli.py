@@ -52,7 +52,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per Config field, typed from its annotation, documented from its metadata."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     group_of = {
-        "dataset": "data", "model": "model", "loss": "loss and optimiser", "epochs": "schedule", "seed": "run",
+        "dataset": "data", "model": "model", "loss": "loss and optimiser", "epochs": "schedule", "engine": "run",
     }
     current = "data"
     for f in dataclasses.fields(Config):
@@ -60,7 +60,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         group = groups.setdefault(current, parser.add_argument_group(current))
         base, optional, is_tuple = field_type(f.name)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

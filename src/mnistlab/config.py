@@ -52,6 +52,10 @@ class Config:
     aug_shift: float = _f(2.0, "augmentation: largest shift, in pixels")
     aug_rotate: float = _f(10.0, "augmentation: largest rotation, in degrees")
     aug_scale: float = _f(0.0, "augmentation: largest relative scaling, e.g. 0.1 for +-10%")
+    image_size: int = _f(28, "folder:/csv: data sets: images are prepared at this size (pixels)")
+    channels: int | None = _f(None, "folder: data sets: 1 (grey) or 3 (colour); default: from the images")
+    test_size: float = _f(0.2, "folder: data sets without a test/ folder: fraction held out for testing")
+    threshold: float = _f(0.5, "multi-label (bce): a label is predicted when its sigmoid exceeds this")
 
     # --- model ---
     model: str = _f("cnn", "model name (see `mnistlab models`)")
@@ -60,7 +64,7 @@ class Config:
     dropout: float = _f(0.0, "dropout probability after each hidden layer")
     batch_norm: bool = _f(False, "mlp: batch norm after each hidden linear layer")
     init: str = _f("default", "weight initialisation", INITS)
-    channels: tuple[int, ...] | None = _f(None, "cnn: channels per conv stage, e.g. 8,16")
+    conv_channels: tuple[int, ...] | None = _f(None, "cnn: channels per conv stage, e.g. 8,16")
     kernel_size: int | None = _f(None, "cnn: convolution kernel size")
     padding: int | None = _f(None, "cnn: convolution padding")
     hidden_size: int | None = _f(None, "rnn/lstm/gru: hidden state size")
@@ -88,6 +92,7 @@ class Config:
     target_acc: float | None = _f(None, "stop once validation accuracy reaches this, e.g. 0.99")
 
     # --- run ---
+    engine: str = _f("torch", "torch, or numpy for the from-scratch softmax/mlp with hand-written backprop", ("torch", "numpy"))
     seed: int = _f(0, "random seed (runs are deterministic on CPU)")
     device: str = _f("auto", "where to train", DEVICES)
     threads: int | None = _f(None, "CPU threads (default: torch's choice)")
@@ -145,13 +150,17 @@ class Config:
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"--betas must be two numbers in [0, 1), got {self.betas}")
         need(self.target_acc is None or 0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
         need(self.aug_shift >= 0 and self.aug_rotate >= 0 and 0 <= self.aug_scale < 1, "augmentation sizes must be 0 or more (scale below 1)")
-        for name in ("hidden", "channels"):
+        for name in ("hidden", "conv_channels"):
             sizes = getattr(self, name)
             need(sizes is None or all(isinstance(s, int) and s > 0 for s in sizes), f"--{name} must be positive integers, got {sizes}")
         for name in ("kernel_size", "hidden_size", "layers"):
             value = getattr(self, name)
             need(value is None or value > 0, f"--{_flag(name)} must be positive, got {value}")
         need(self.padding is None or self.padding >= 0, f"--padding must be 0 or more, got {self.padding}")
+        need(self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}")
+        need(self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}")
+        need(0 < self.test_size < 1, f"--test-size is a fraction in (0, 1), got {self.test_size}")
+        need(0 < self.threshold < 1, f"--threshold is a probability in (0, 1), got {self.threshold}")
         need(not (self.classes and self.positive is not None), "use either --classes or --positive, not both")
         need(self.classes is None or len(set(self.classes)) >= 2, f"--classes needs at least two distinct classes, got {self.classes}")
         need(self.name is None or _safe_name(self.name), f"--name {self.name!r}: use letters, digits, '.', '_' and '-' only")
@@ -168,8 +177,8 @@ class Config:
 
     def model_overrides(self) -> dict[str, Any]:
         """The model knobs, for `create_model(name, **overrides)` (None means: the model's default)."""
-        keys = ("hidden", "activation", "dropout", "batch_norm", "init", "channels", "kernel_size", "padding", "hidden_size", "layers")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("hidden", "activation", "dropout", "batch_norm", "init", "kernel_size", "padding", "hidden_size", "layers")
+        return {**{k: getattr(self, k) for k in keys}, "channels": self.conv_channels}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -254,7 +263,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "speedrun": {"model": "cnn", "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.2, "schedule": "onecycle"},
     # Wider CNN, augmentation and test-time augmentation: the accuracy preset.
     "best": {
-        "model": "cnn", "channels": [32, 64, 128], "kernel_size": 3, "padding": 1, "hidden": [128], "dropout": 0.2,
+        "model": "cnn", "conv_channels": [32, 64, 128], "kernel_size": 3, "padding": 1, "hidden": [128], "dropout": 0.2,
         "epochs": 12.0, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle",
         "augment": True, "aug_shift": 2.0, "aug_rotate": 10.0, "aug_scale": 0.1, "tta": True, "label_smoothing": 0.1,
     },

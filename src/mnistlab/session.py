@@ -91,7 +91,8 @@ class TrainSession:
         return cls(cfg, data, model, trainer, run)
 
     def fit(self, on_epoch_start: Callable | None = None, on_step: Callable | None = None,
-            on_epoch_end: Callable | None = None, should_stop: Callable[[], bool] | None = None) -> History:
+            on_epoch_end: Callable | None = None, should_stop: Callable[[], bool] | None = None,
+            on_log: Callable[[dict], None] | None = None) -> History:
         """Train to the end, logging to the run directory; then evaluate and draw the figures."""
         run = self.run
 
@@ -101,9 +102,15 @@ class TrainSession:
             if on_epoch_end:
                 on_epoch_end(record)
 
+        def log_step(record: dict) -> None:
+            if run:
+                run.log(record)
+            if on_log:
+                on_log(record)
+
         hooks = Hooks(
             on_step=on_step,
-            on_log=run.log if run else None,
+            on_log=log_step,
             on_epoch_end=log_epoch,
             on_epoch_start=on_epoch_start,
             save_checkpoint=(lambda kind, st: save_trainer(run, kind, self.trainer, st)) if run else None,
