@@ -202,6 +202,17 @@ def test_every_mode_prepares_alike(reference, mode):
     assert corr(prepare_image(decoded), reference) > 0.95
 
 
+def test_high_bit_depth_alpha_drawing_and_big_16_bit(reference):
+    # Constant colour, the digit drawn only by a float alpha channel (a canvas export).
+    a = 1 - np.asarray(draw_seven(), dtype=np.float32) / 255
+    la = np.stack([np.zeros_like(a), a], axis=2)  # (H, W, 2): gray + alpha
+    assert corr(prepare_image(la), reference) > 0.95
+    big16 = draw_seven((1600, 1200), (480, 160, 1200, 1040))
+    big16 = Image.fromarray(np.asarray(big16).astype(np.uint16) * 257)
+    assert big16.mode.startswith("I;16")
+    assert corr(prepare_image(big16), reference) > 0.95
+
+
 def test_exif_orientation_is_applied(reference):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to display"

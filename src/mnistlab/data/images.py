@@ -109,27 +109,22 @@ def _one_line(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- to arrays
 
-_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
-
-
 def _pil_to_array(im: Image.Image, name: str, channels: int) -> np.ndarray:
     """A PIL image -> an array of shape (H, W) or (H, W, C) with C in 2..4 (gray+alpha, RGB, RGBA)."""
     try:
         if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag; images we decoded are already upright
             im = ImageOps.exif_transpose(im)
         mode = im.mode
-        if mode == "1":
-            im = im.convert("L")
+        if mode.startswith("I;16") or mode in ("I", "F"):
+            pass  # numpy reads them as ints or floats, scaled from their own range below
         elif mode in ("P", "PA") or "transparency" in im.info:
             # Palette transparency (and L/RGB with a transparent colour key) becomes a real alpha.
             has_alpha = mode == "PA" or "transparency" in im.info or (mode == "P" and im.palette.mode == "RGBA")
             im = im.convert("RGBA" if has_alpha else "RGB")
-        elif mode in ("La",):
-            im = im.convert("LA")
-        elif mode in ("RGBa",):
+        elif mode in ("1", "La"):
+            im = im.convert("L" if mode == "1" else "LA")
+        elif mode == "RGBa":
             im = im.convert("RGBA")
-        elif mode.startswith("I;16"):
-            pass  # numpy reads it as uint16; scaled from its own range below
         elif mode == "RGB" and channels == 1:
             im = im.convert("L")  # the C conversion is cheaper than float luminance in numpy
         elif mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
@@ -137,8 +132,8 @@ def _pil_to_array(im: Image.Image, name: str, channels: int) -> np.ndarray:
         # Shrink big images early: the result is 20 px wide, and a C box reduce is far cheaper than
         # float work on every pixel of a photo.
         factor = -(-max(im.size) // WORK_SIDE)  # ceil: the longest side ends at most WORK_SIDE
-        if factor >= 2 and not im.mode.startswith("I;16"):
-            im = im.reduce(factor)
+        if factor >= 2:
+            im = (im.convert("I") if im.mode.startswith("I;16") else im).reduce(factor)
         return np.asarray(im)
     except ImageError:
         raise
@@ -146,8 +141,8 @@ def _pil_to_array(im: Image.Image, name: str, channels: int) -> np.ndarray:
         raise ImageError(f"{name}: cannot convert the image ({_one_line(exc)})") from None
 
 
-def _unit_range(x: np.ndarray) -> np.ndarray | None:
-    """Colour values -> float32 in [0, 1]; None when the image holds no usable variation."""
+def _unit_range(x: np.ndarray) -> np.ndarray:
+    """Colour values -> float32 in [0, 1] (all zeros when they hold no variation)."""
     if x.dtype == np.uint8:
         return x.astype(np.float32) * np.float32(1 / 255)
     if x.dtype == np.bool_:
@@ -156,14 +151,12 @@ def _unit_range(x: np.ndarray) -> np.ndarray | None:
     finite = np.isfinite(x)
     all_finite = bool(finite.all())
     values = x if all_finite else x[finite]
-    if values.size == 0:
-        return None
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not hi > lo:
-        return None
+        return np.zeros(x.shape, dtype=np.float32)  # blank, unless an alpha channel draws the digit
     y = ((x - lo) / (hi - lo)).astype(np.float32)
     if not all_finite:
-        fill = np.float32(np.median(values) - lo) / np.float32(hi - lo)  # NaN reads as background
+        fill = (float(np.median(values)) - lo) / (hi - lo)  # NaN reads as background
         y = np.nan_to_num(y, nan=fill, posinf=1.0, neginf=0.0)
     return y
 
@@ -197,7 +190,7 @@ def _sample(x: np.ndarray, num: int = 16_384) -> np.ndarray:
 def _split_colour(arr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(H,W) or (H,W,C) array -> (gray (H,W), colour (H,W,3)) floats in [0,1], alpha composited.
 
-    Returns None for an image without variation (blank).
+    Returns None for a fully transparent image.
     """
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -213,8 +206,6 @@ def _split_colour(arr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] |
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     colour_part = arr if channels == 1 else arr[:, :, : 1 if channels == 2 else 3]
     colour = _unit_range(colour_part)
-    if colour is None:
-        return None
     if colour.ndim == 2:
         colour = colour[:, :, None]  # (H, W) -> (H, W, 1)
     if channels in (2, 4):
@@ -226,7 +217,7 @@ def _split_colour(arr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray] |
         gray = colour @ _LUMA
     else:
         gray = colour[:, :, 0]
-        colour = np.repeat(colour, 3, axis=2)  # (H, W, 1) -> (H, W, 3)
+        colour = np.broadcast_to(colour, gray.shape + (3,))  # (H, W, 1) -> (H, W, 3), a view
     return gray, colour
 
 
