@@ -1,0 +1,41 @@
+"""`mnistlab train --engine numpy`: print the NumPy run the way the torch trainer's runs are printed."""
+
+from __future__ import annotations
+
+from ..config import Config
+
+
+def _out(*lines: str) -> None:
+    print(*lines, sep="\n", flush=True)
+
+
+def _pct(x: float | None) -> str:
+    return "   -   " if x is None else f"{100 * x:6.2f}%"
+
+
+def _loss(x: float | None) -> str:
+    return "   -   " if x is None else f"{x:7.4f}"
+
+
+def run_numpy(cfg: Config, quiet: bool = False) -> int:
+    """Train cfg.model with the NumPy engine, one line per epoch, then the test result."""
+    from .train import train_numpy
+
+    def on_epoch_end(record: dict) -> None:
+        if not quiet:
+            _out(f"epoch {record['epoch']:>3}  train loss {_loss(record['train_loss'])} acc {_pct(record['train_acc'])}"
+                 f"  | val loss {_loss(record['val_loss'])} acc {_pct(record['val_acc'])}  | {record['time_s']:6.2f} s")
+
+    if not quiet:
+        _out(f"{cfg.model} (NumPy, hand-written backprop) on {cfg.dataset}: mini-batch SGD, batch {cfg.batch_size}")
+    result = train_numpy(cfg, on_epoch_end=on_epoch_end)
+    test, n = result["test"], result["num_test"]
+    _out(
+        f"{result['model']!r}, lr {result['lr']:g}: {result['num_train']:,} train, {result['num_val']:,} val, {n:,} test images",
+        f"Test set: Average loss: {test['test_loss']:.4f}, Accuracy: {round(test['test_acc'] * n)}/{n} "
+        f"({100 * test['test_acc']:.2f}%)",
+        f"Training time {result['train_seconds']:.2f} s, testing time {result['test_seconds']:.2f} s",
+    )
+    if result["run_dir"]:
+        _out(f"saved run {result['run_dir']}")
+    return 0
