@@ -134,6 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         session = TrainSession.resume(args.resume, device=getattr(args, "device", None))
     else:
         cfg = config_from_args(args)
+        if cfg.engine == "numpy":
+            from .scratch.cli import run_numpy
+
+            return run_numpy(cfg, quiet=args.quiet)
         session = TrainSession.start(cfg)
     cfg = session.cfg
     data = session.data
