@@ -31,3 +31,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_bundle():
+    """About 512 synthetic 28x28 images in a DataBundle on the CPU (train 384 / val 64 / test 128)."""
+    from mnistlab.data.loader import build_bundle
+    from mnistlab.data.synthetic import synthetic
+
+    x, y = synthetic(512, num_classes=10, seed=0)
+    tx, ty = synthetic(128, num_classes=10, seed=1)
+    return build_bundle(x, y, tx, ty, tuple(str(i) for i in range(10)), name="synthetic", val_size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mnist_raw():
+    """The embedded MNIST as uint8 arrays (cached decode after the first load)."""
+    from mnistlab.data.raw import load_raw
+
+    return load_raw("mnist")

@@ -86,7 +86,7 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return _DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown data set {name!r}; valid: {', '.join(list_datasets())}") from None
+        raise ConfigError(f"unknown data set {name!r} (choose from {', '.join(list_datasets())}, or folder:PATH, csv:PATH)") from None
 
 
 def list_datasets() -> list[str]:

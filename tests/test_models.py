@@ -1,0 +1,95 @@
+"""Every registered model: shapes, finite outputs, gradients everywhere, and it can overfit a batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistlab.config import Config
+from mnistlab.errors import ConfigError
+from mnistlab.losses import compute_loss, predict_classes
+from mnistlab.models import count_parameters, create_model, list_models, register_model
+from mnistlab.models.summary import check_head, layer_shapes, summarize
+
+
+def _num_classes(name: str) -> int:
+    return 2 if name == "logistic" else 10
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_output_shape_finite_and_gradients(name, seeded):
+    k = _num_classes(name)
+    model = create_model(name, k, (1, 28, 28))
+    x = torch.randn(4, 1, 28, 28)
+    logits = model(x)
+    assert logits.shape == (4, 1 if name == "logistic" else k)
+    assert torch.isfinite(logits).all()
+    y = torch.randint(0, k, (4,))
+    compute_loss(logits, y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}.{pname} got no gradient"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_overfits_one_batch(name, seeded):
+    k = _num_classes(name)
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 28, 28)
+    y = torch.randint(0, k, (32,))
+    model = create_model(name, k, (1, 28, 28))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3 if name in ("rnn", "lstm", "gru") else 1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = compute_loss(model(x), y)
+        loss.backward()
+        opt.step()
+    model.eval()
+    acc = (predict_classes(model(x)) == y).float().mean().item()
+    assert acc == 1.0, f"{name} reached only {acc:.0%} on one batch of 32"
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp", "lenet", "cnn", "gru"])
+def test_sizes_come_from_input_shape(name):
+    model = create_model(name, 5, (3, 32, 32))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ConfigError, match="choose from .*cnn.*mlp"):
+        create_model("resnet9000")
+
+
+def test_duplicate_registration_is_an_error():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("cnn")(lambda **_: None)
+
+
+def test_create_model_drops_none_overrides():
+    model = create_model("mlp", 10, (1, 28, 28), hidden=None, activation=None)
+    assert count_parameters(model) == count_parameters(create_model("mlp", 10, (1, 28, 28)))
+
+
+def test_mlp_knobs():
+    model = create_model("mlp", 10, (1, 28, 28), hidden=(64, 32), activation="tanh", dropout=0.2, batch_norm=True, init="kaiming")
+    kinds = [type(m).__name__ for m in model.features]
+    assert kinds == ["Linear", "BatchNorm1d", "Tanh", "Dropout", "Linear", "BatchNorm1d", "Tanh", "Dropout"]
+
+
+def test_lenet_shapes_match_the_lecture():
+    shapes = [s for _, _, s, _ in layer_shapes(create_model("lenet"), (1, 28, 28))]
+    assert shapes[:5] == [(10, 24, 24), (10, 12, 12), (10, 12, 12), (20, 8, 8), (20, 4, 4)]
+    assert "Linear(in_features=320" in summarize("lenet")
+
+
+def test_mismatched_head_gets_an_explanation():
+    model = create_model("lenet")
+    model.head = torch.nn.Linear(100, 10)
+    with pytest.raises(ConfigError, match=r"receives 320 features.*20x4x4"):
+        check_head(model, (1, 28, 28))
+
+
+def test_logistic_needs_two_classes():
+    with pytest.raises(ConfigError, match="binary"):
+        Config(model="logistic")
+    with pytest.raises(ValueError, match="2 classes"):
+        create_model("logistic", 10)
