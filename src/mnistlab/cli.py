@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import PRESETS, Config, field_type
-from .errors import MnistlabError, TrainingDiverged
+from .errors import ConfigError, MnistlabError, TrainingDiverged
 
 PROG = "mnistlab"
 EXIT_ERROR = 1
@@ -236,7 +236,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
+    if not args.images and not args.csv:
+        raise ConfigError("predict needs IMAGE files or --csv FILE (rows of pixels, e.g. the Digit Recognizer test.csv)")
+    if args.images and args.csv:
+        raise ConfigError("give IMAGE files or --csv FILE, not both")
+    if args.out and not args.csv:
+        raise ConfigError("--out writes the ImageId,Label table of --csv; for images use --json")
     predictor = Predictor.from_checkpoint(args.run, device=args.device)
+    if args.csv:
+        from .data.custom import fit_to_model, read_pixel_csv
+        from .fileio import atomic_write_text
+
+        x, _ = read_pixel_csv(args.csv)  # a label column, if present, is ignored
+        preds = predictor.classify(fit_to_model(x, predictor.in_shape, args.csv))
+        table = "ImageId,Label\n" + "".join(f"{i},{predictor.class_names[c]}\n" for i, c in enumerate(preds.tolist(), 1))
+        if args.out:
+            atomic_write_text(args.out, table)
+            _out(f"wrote {len(preds):,} predictions to {args.out}")
+        else:
+            sys.stdout.write(table)
+        return 0
     results = predictor.predict_files(args.images, top_k=args.top_k)
     if args.json:
         _out(json.dumps(results, indent=2))
@@ -275,6 +294,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             spec = get_dataset_spec(name)
             where = "embedded" if spec.embedded else ("generated" if name == "synthetic" else "download")
             _out(f"{name:<16} {len(spec.class_names):>7}  {where:<12} {spec.description}")
+        return 0
+    if args.action == "export":
+        from .data.export import export_dataset, export_summary
+
+        if not args.name or not args.dir:
+            raise ConfigError("datasets export needs NAME and DIR, e.g. datasets export mnist --format folder mnist-png")
+        out = export_dataset(args.name, args.format, args.dir, data_dir=args.data_dir)
+        _out(f"wrote {args.name} as {args.format} to {out} ({export_summary(out)})")
         return 0
     names = [args.name] if args.name else ["mnist"]
     if args.action == "path":
@@ -339,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG, ...) prepared like MNIST", formatter_class=_Formatter)
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument("--csv", metavar="FILE", help="classify the rows of a pixel CSV (pixel0..pixelN, label column optional)")
+    p.add_argument("--out", metavar="FILE", help="with --csv: write ImageId,Label rows (numbered from 1) here, not to stdout")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -349,9 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", metavar="MODEL", help="print each layer's output shape for MODEL")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("datasets", help="list, verify or locate data sets", formatter_class=_Formatter)
-    p.add_argument("action", choices=("list", "verify", "path"))
+    p = sub.add_parser("datasets", help="list, verify, locate or export data sets", formatter_class=_Formatter)
+    p.add_argument("action", choices=("list", "verify", "path", "export"))
     p.add_argument("name", nargs="?", help="data set (default: mnist)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="export: the new folder to write")
+    p.add_argument("--format", choices=("folder", "csv", "idx"), default="folder",
+                   help="export: image folders train/<class>/*.png, train.csv/test.csv, or gzipped IDX files")
     p.add_argument("--data-dir", help="folder holding the data set's files")
     p.set_defaults(func=cmd_datasets)
 

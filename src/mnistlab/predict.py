@@ -53,6 +53,11 @@ class Predictor:
         logits = as_class_logits(self.model(x).float())
         return class_probabilities(logits, self.loss).cpu()
 
+    def classify(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Already-prepared uint8 images (N, H, W[, C]), e.g. CSV rows, -> class indices (N,); no re-centring."""
+        preds = [self.probabilities(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
+        return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+
     def predict_files(self, sources: Sequence, top_k: int = 3) -> list[dict]:
         """One dict per image: file, label, class index, probability, and the top-k classes."""
         probs = self.probabilities(self.prepare(sources))

@@ -36,6 +36,7 @@ def load_data(cfg: Config, device: torch.device) -> DataBundle:
     return load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, normalize=cfg.normalize, device=device,
         seed=cfg.seed, classes=cfg.classes, positive=cfg.positive, train_size=cfg.train_size,
+        image_size=cfg.image_size, channels=cfg.channels, test_size=cfg.test_size,
     )
 
 

@@ -248,11 +248,23 @@ def load_dataset(
     classes: tuple[int, ...] | None = None,
     positive: int | None = None,
     train_size: int | None = None,
+    image_size: int = 28,
+    channels: int | None = None,
+    test_size: float = 0.2,
 ) -> DataBundle:
-    """Load a registered data set as device-resident, normalised train/val/test splits."""
+    """Load a registered data set (or folder:PATH / csv:PATH) as device-resident, normalised splits.
+
+    Args:
+        image_size, channels, test_size: for folder:/csv: data sets only (see data/custom.py).
+    """
     from .raw import load_raw
 
-    raw = load_raw(name, data_dir=data_dir, download=download)
+    if name.startswith(("folder:", "csv:")):
+        from .custom import load_custom
+
+        raw = load_custom(name, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
+    else:
+        raw = load_raw(name, data_dir=data_dir, download=download)
     return build_bundle(
         raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.class_names, name=name, val_size=val_size,
         normalize=normalize, device=device, seed=seed, classes=classes, positive=positive, train_size=train_size,

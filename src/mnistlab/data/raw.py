@@ -11,7 +11,7 @@ import contextlib
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class RawData:
     test_y: np.ndarray
     class_names: tuple[str, ...]
     name: str
+    notes: list[str] = field(default_factory=list)  # what loading skipped or decided (folder:/csv: data sets)
 
     @property
     def num_classes(self) -> int:

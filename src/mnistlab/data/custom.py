@@ -1,0 +1,461 @@
+"""Your own data: `folder:PATH` (one sub-folder of pictures per class) and `csv:PATH` (pixel tables).
+
+Both become a `RawData` (uint8 images, int64 labels), so the trainer, checks and reports work on
+them unchanged.
+
+- folder: `PATH/train/<class>/*` and `PATH/test/<class>/*`, or one tree `PATH/<class>/*` split by
+  `test_size` (stratified, seeded). PNG, JPEG, BMP and GIF, found recursively; hidden files are
+  ignored. Class names are the folder names, sorted. Images are ordered by file name, so numbered
+  files (as `datasets export` writes them) keep their original order.
+- Preparation: an image that is already MNIST-style, i.e. exactly `image_size` square, grey or RGB,
+  with a black background (median of its 2-pixel frame <= 25), is taken as it is; any other image
+  is prepared as `predict` prepares it (`prepare_image`: inverted if the paper is light, cropped,
+  fitted and centred). Round trips of exported data sets are therefore exact, pixel for pixel.
+- Colour: `channels` 1 or 3; None (auto) means 3 if any image is in colour (at least 1 in 1000 of
+  its pixels has R, G, B more than 16 levels apart), else 1.
+- Unreadable images are skipped, logged (logger "mnistlab") and listed in `RawData.notes`; a class
+  left with no images is an error.
+- Decoded arrays are cached in the user cache (`cache_dir()/custom`), keyed by the file list, sizes,
+  modification times, `image_size` and `channels`: a second run reads them back in milliseconds.
+- csv: a header `label,pixel0,...,pixelN` (N+1 a square number; no header also works), integer
+  labels and integer pixels 0..255, one image per row, MNIST-style already (only reshaped, never
+  re-centred or resized). PATH is a file (split by `test_size`) or a folder with `train.csv` and
+  `test.csv`; a `test.csv` without the label column (the "Digit Recognizer" layout) is for
+  `predict --csv`, so then the test set is split from `train.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mnistlab.data.download import cache_dir
+from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
+from mnistlab.data.raw import RawData
+from mnistlab.errors import ConfigError, DataError, ImageError
+from mnistlab.fileio import atomic_open, atomic_write_json
+
+log = logging.getLogger("mnistlab")
+
+PREFIXES = ("folder:", "csv:")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+DARK_FRAME = 25  # a frame median at or below this (of 255) means a black background
+COLOUR_SPREAD = 16  # a pixel is coloured when its channels differ by more than this (of 255)
+COLOUR_FRACTION = 0.001  # an image is in colour when at least this fraction of its pixels is
+_CACHE_VERSION = 1  # bump when decoding or the cached layout changes
+_CSV_CHUNK = 4096  # rows parsed per np.loadtxt call (bounded memory, C speed)
+
+
+def is_custom(name: str) -> bool:
+    """True for `folder:PATH` and `csv:PATH` data set names."""
+    return name.startswith(PREFIXES)
+
+
+def load_custom(name: str, *, image_size: int = 28, channels: int | None = None, test_size: float = 0.2,
+                seed: int = 0) -> RawData:
+    """Load `folder:PATH` or `csv:PATH` as a RawData (see the module docstring for the layouts)."""
+    kind, _, where = name.partition(":")
+    if kind + ":" not in PREFIXES:
+        raise ConfigError(f"--dataset {name!r}: custom data sets start with folder: or csv:")
+    if not where:
+        raise ConfigError(f"--dataset {name!r}: give a path, e.g. {kind}:~/my-images")
+    path = Path(where).expanduser()
+    if kind == "folder":
+        raw = load_folder(path, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
+    else:
+        raw = load_csv(path, channels=channels, test_size=test_size, seed=seed)
+    raw.name = name
+    return raw
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _cache_folder(kind: str, key: str) -> Path:
+    return cache_dir() / "custom" / f"{kind}-{key[:32]}"
+
+
+def _load_cache(folder: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict] | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        arrays = {a: np.load(folder / f"{a}.npy", allow_pickle=False) for a in names}
+    except (OSError, ValueError, EOFError):
+        return None  # absent, unreadable or corrupt: decode again
+    lengths = {len(a) for a in arrays.values()}
+    return (arrays, meta) if len(lengths) == 1 and isinstance(meta, dict) else None
+
+
+def _save_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    # A cache is an optimisation: a read-only or full disk must not break loading. meta.json goes
+    # last, so a half-written cache is never read back.
+    try:
+        for a, arr in arrays.items():
+            with atomic_open(folder / f"{a}.npy", "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+        atomic_write_json(folder / "meta.json", meta)
+    except OSError as e:
+        log.warning("could not cache decoded images in %s: %s", folder, e.strerror or e)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps([_CACHE_VERSION, *parts]).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def _image_files(folder: Path) -> list[tuple[str, Path]]:
+    """(file name, path) of every image below `folder`, hidden files and folders excluded."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in files:
+            if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES):
+                found.append((f, Path(root) / f))
+    return found
+
+
+def _class_folders(root: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"{root}: cannot list the folder: {e.strerror or e}") from None
+
+
+def _list_tree(root: Path, classes: list[str], part: int) -> list[tuple[str, int, int, Path]]:
+    """(file name, class index, part, path) for every image of every class folder under `root`."""
+    items = []
+    for c, name in enumerate(classes):
+        if not (root / name).is_dir():
+            continue  # a test tree may lack a class
+        files = _image_files(root / name)
+        if not files:
+            raise DataError(f"{root / name}: empty class folder (no PNG, JPEG, BMP or GIF images)")
+        items += [(f, c, part, p) for f, p in files]
+    return items
+
+
+def _is_colour(im: Image.Image) -> bool:
+    """Some pixels' R, G and B differ by more than COLOUR_SPREAD (at least COLOUR_FRACTION of them)."""
+    if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+        return False
+    rgb = np.asarray(im.convert("RGB"))
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))  # at most ~64k pixels
+    rgb = rgb[::step, ::step].astype(np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return bool((spread > COLOUR_SPREAD).mean() >= COLOUR_FRACTION)
+
+
+def _is_prepared(im: Image.Image, size: int) -> bool:
+    """Already MNIST-style: `size` square, grey or RGB, on a black background (dark frame)."""
+    if im.size != (size, size) or im.mode not in ("L", "RGB", "P") or "transparency" in im.info:
+        return False
+    g = np.asarray(im.convert("L"))
+    frame = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[2:-2, :2].ravel(), g[2:-2, -2:].ravel()])
+    return float(np.median(frame)) <= DARK_FRAME
+
+
+def _decode_image(path: Path, size: int, channels: int, check_colour: bool) -> tuple[np.ndarray, bool]:
+    """One image file -> (uint8 (size, size[, 3]), is it in colour?). Raises ImageError."""
+    # Decoding once and preparing the PIL image is exactly what prepare_image(path) does.
+    im = load_image(path, draft_side=WORK_SIDE // 2)
+    colour = check_colour and _is_colour(im)
+    if _is_prepared(im, size):
+        return np.asarray(im.convert("L" if channels == 1 else "RGB")), colour
+    return prepare_image(im, size=size, channels=channels), colour
+
+
+def _reason(e: Exception, path: Path) -> str:
+    text = str(e)
+    for prefix in (str(path), "<PIL image>"):
+        if text.startswith(prefix + ": "):
+            return text[len(prefix) + 2 :]
+    return text or type(e).__name__
+
+
+def _decode_all(items: list[tuple[str, int, int, Path]], size: int, channels: int | None
+                ) -> tuple[list[np.ndarray], list[int], int, list[tuple[int, str]]]:
+    """Decode every item: (images, indices of the kept items, channels used, skipped (index, reason))."""
+    used = channels or 1
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    for i, (_, _, _, path) in enumerate(items):
+        try:
+            x, colour = _decode_image(path, size, used, channels is None and used == 1)
+            if colour:
+                # Auto channels: the first colour image switches the whole set to 3 channels, so
+                # the images decoded so far are prepared again, in colour.
+                used = 3
+                images = [_decode_image(items[k][3], size, 3, False)[0] for k in kept]
+                x, _ = _decode_image(path, size, 3, False)
+        except (ImageError, OSError, ValueError) as e:
+            skipped.append((i, _reason(e, path)))
+            continue
+        images.append(x)
+        kept.append(i)
+    return images, kept, used, skipped
+
+
+def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int | None = None,
+                test_size: float = 0.2, seed: int = 0) -> RawData:
+    """Images in class folders -> RawData, decoded once and cached (see the module docstring)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (folder: data sets hold one sub-folder per class)")
+    split_layout = (root / "train").is_dir() and (root / "test").is_dir()
+    train_root = root / "train" if split_layout else root
+    classes = _class_folders(train_root)
+    if not classes:
+        raise DataError(f"{train_root}: no class folders (expected {train_root}/<class>/<image files>)")
+    if len(classes) < 2:
+        raise DataError(f"{train_root}: only one class folder ({classes[0]}): a classifier needs at least two")
+    items = _list_tree(train_root, classes, 0)
+    if split_layout:
+        extra = sorted(set(_class_folders(root / "test")) - set(classes))
+        if extra:
+            raise DataError(f"{root / 'test' / extra[0]}: class {extra[0]!r} has no folder in {train_root}")
+        test_items = _list_tree(root / "test", classes, 1)
+        if not test_items:
+            raise DataError(f"{root / 'test'}: no test images (expected {root / 'test'}/<class>/<image files>)")
+        items += test_items
+    # File name first: numbered files (an export) come back in their original order.
+    items.sort(key=lambda t: (t[2], t[0], t[1], str(t[3])))
+
+    try:
+        listing = [(str(p.relative_to(root)), c, part, *_stat(p)) for _, c, part, p in items]
+    except OSError as e:
+        raise DataError(f"{root}: cannot read the image list: {e}") from None
+    folder = _cache_folder("folder", _key("folder", image_size, channels, listing))
+    cached = _load_cache(folder, ("x", "index"))
+    if cached is not None:
+        arrays, meta = cached
+        x, kept = arrays["x"], arrays["index"]
+        skipped = [(int(i), r) for i, r in meta["skipped"]]
+    else:
+        start = time.perf_counter()
+        images, kept_list, used, skipped = _decode_all(items, image_size, channels)
+        shape = (image_size, image_size) + (() if used == 1 else (3,))
+        x = np.stack(images) if images else np.zeros((0, *shape), np.uint8)
+        kept = np.asarray(kept_list, dtype=np.int64)
+        log.info("decoded %d images from %s in %.1f s", len(items), root, time.perf_counter() - start)
+        _save_cache(folder, {"x": x, "index": kept}, {"skipped": skipped, "root": str(root)})
+
+    notes = [f"{items[i][3]}: {reason}" for i, reason in skipped]
+    if notes:
+        log.warning("skipped %d unreadable image%s (first: %s)", len(notes), "s" if len(notes) > 1 else "", notes[0])
+    labels = np.array([items[i][1] for i in kept], dtype=np.int64)
+    parts = np.array([items[i][2] for i in kept], dtype=np.int64)
+    for c, name in enumerate(classes):
+        if not (labels[parts == 0] == c).any():
+            first = next((n for n in notes if Path(n.split(": ", 1)[0]).is_relative_to(train_root / name)), "")
+            raise DataError(f"{train_root / name}: none of its images could be read (first: {first})")
+    if split_layout:
+        train, test = np.flatnonzero(parts == 0), np.flatnonzero(parts == 1)
+        if len(test) == 0:
+            raise DataError(f"{root / 'test'}: none of its images could be read (first: {notes[-1]})")
+    else:
+        train, test = _split(labels, test_size, seed, root)
+    return RawData(x[train], labels[train], x[test], labels[test], tuple(classes), f"folder:{root}", notes=notes)
+
+
+def _stat(p: Path) -> tuple[int, int]:
+    st = p.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _split(labels: np.ndarray, test_size: float, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, test) indices with `test_size` of the items in test."""
+    from mnistlab.data.loader import stratified_split
+
+    num_test = round(test_size * len(labels))
+    if not 0 < num_test < len(labels):
+        raise DataError(f"{where}: {len(labels)} images cannot be split with --test-size {test_size} "
+                        f"(it gives {num_test} test images)")
+    return stratified_split(labels, num_test, seed)
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _square_side(n: int) -> int | None:
+    side = math.isqrt(n)
+    return side if n > 0 and side * side == n else None
+
+
+def _csv_layout(path: Path) -> tuple[bool, bool, int]:
+    """(has a header?, has a label column?, number of columns), from the first line."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            first = next(csv.reader(f), None)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a CSV file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not first:
+        raise DataError(f"{path}: empty file (expected a header label,pixel0,...,pixelN)")
+    tokens = [t.strip() for t in first]
+    if all(_is_number(t) for t in tokens):  # no header: tell the layouts apart by which count is square
+        if _square_side(len(tokens) - 1):
+            return False, True, len(tokens)
+        if _square_side(len(tokens)):
+            return False, False, len(tokens)
+        raise DataError(f"{path}: line 1 has {len(tokens)} values: neither they nor all but the first "
+                        "make a square image (expected label,pixel0,...,pixelN with N+1 a square number)")
+    has_label = tokens[0].lower() == "label"
+    for j, t in enumerate(tokens[1:] if has_label else tokens):
+        if t.lower() != f"pixel{j}":
+            col = j + 1 + has_label
+            raise DataError(f"{path}: header column {col} is {t!r}, expected 'pixel{j}' "
+                            "(the layout is label,pixel0,...,pixelN)")
+    num_pixels = len(tokens) - has_label
+    if not _square_side(num_pixels):
+        raise DataError(f"{path}: {num_pixels} pixel columns is not a square number "
+                        "(28x28 images have 784: pixel0..pixel783)")
+    return True, has_label, len(tokens)
+
+
+def _first_bad_row(path: Path, header: bool, has_label: bool, num_cols: int) -> str | None:
+    """The first problem in the data rows, as a message naming the row and line (slow; errors only)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        if header:
+            next(reader, None)
+        row = 0
+        for fields in reader:
+            if not any(v.strip() for v in fields):
+                continue  # blank lines are skipped, as np.loadtxt does
+            row += 1
+            where = f"{path}: row {row} (line {reader.line_num})"
+            if len(fields) != num_cols:
+                return f"{where} has {len(fields)} values, expected {num_cols} ({'label + ' if has_label else ''}pixels)"
+            if has_label:
+                try:
+                    int(fields[0])
+                except ValueError:
+                    return f"{where}: label {fields[0].strip()!r} is not an integer"
+            for j, v in enumerate(fields[1:] if has_label else fields):
+                try:
+                    value = int(v)
+                except ValueError:
+                    return f"{where}: pixel{j} = {v.strip()!r} is not an integer from 0 to 255"
+                if not 0 <= value <= 255:
+                    return f"{where}: pixel{j} = {value} is outside 0..255"
+    return None
+
+
+def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse and check a pixel CSV: uint8 images (N, S, S) and int64 labels (N,) or None."""
+    header, has_label, num_cols = _csv_layout(path)
+    side = _square_side(num_cols - has_label)
+    assert side is not None
+    chunks: list[np.ndarray] = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if header:
+                f.readline()
+            while lines := list(itertools.islice(f, _CSV_CHUNK)):
+                # int64: labels of any size parse; pixels are range-checked below.
+                data = np.loadtxt(lines, delimiter=",", dtype=np.int64, ndmin=2)
+                if data.size == 0:
+                    continue  # only blank lines
+                pixels = data[:, 1:] if has_label else data
+                if data.shape[1] != num_cols or pixels.min() < 0 or pixels.max() > 255:
+                    raise ValueError("bad row")
+                chunks.append(data)
+    except ValueError as e:
+        message = _first_bad_row(path, header, has_label, num_cols)
+        raise DataError(message or f"{path}: cannot parse: {e}") from None
+    except UnicodeDecodeError as e:  # a subclass of ValueError, but say it plainly
+        raise DataError(f"{path}: not a text CSV file ({e.reason})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not chunks:
+        raise DataError(f"{path}: no data rows")
+    data = np.concatenate(chunks)
+    x = data[:, 1:] if has_label else data
+    x = x.astype(np.uint8).reshape(len(data), side, side)  # (N, S*S) -> (N, S, S)
+    return x, (data[:, 0].copy() if has_label else None)
+
+
+def read_pixel_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """A pixel CSV -> uint8 images (N, S, S) and int64 labels (None when it has no label column); cached."""
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise DataError(f"{path}: {e.strerror or e}") from None
+    folder = _cache_folder("csv", _key("csv", str(path.resolve()), st.st_size, st.st_mtime_ns))
+    cached = _load_cache(folder, ("x", "y"))
+    if cached is not None:
+        arrays, meta = cached
+        return arrays["x"], (arrays["y"] if meta.get("labelled") else None)
+    start = time.perf_counter()
+    x, y = _parse_csv(path)
+    log.info("parsed %d rows of %s in %.1f s", len(x), path, time.perf_counter() - start)
+    _save_cache(folder, {"x": x, "y": y if y is not None else np.zeros(len(x), np.int64)}, {"labelled": y is not None})
+    return x, y
+
+
+def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size: float = 0.2, seed: int = 0) -> RawData:
+    """A pixel CSV file, or a folder with train.csv (and test.csv) -> RawData (see the module docstring)."""
+    path = Path(path)
+    notes: list[str] = []
+    if path.is_dir():
+        train_file, test_file = path / "train.csv", path / "test.csv"
+        if not train_file.is_file():
+            raise DataError(f"{path}: no train.csv (a csv: folder holds train.csv and, optionally, test.csv)")
+    else:
+        train_file, test_file = path, None
+    train_x, train_y = read_pixel_csv(train_file)
+    if train_y is None:
+        raise DataError(f"{train_file}: no label column: a file without labels serves `predict --csv`, not training")
+    test_x = test_y = None
+    if test_file is not None and test_file.is_file():
+        test_x, test_y = read_pixel_csv(test_file)
+        if test_y is None:
+            notes.append(f"{test_file}: no label column (use it with `predict --csv`); the test set is split from {train_file}")
+            log.info(notes[-1])
+        elif test_x.shape[1:] != train_x.shape[1:]:
+            raise DataError(f"{test_file}: images are {test_x.shape[1]}x{test_x.shape[2]} "
+                            f"but {train_file} has {train_x.shape[1]}x{train_x.shape[2]}")
+    values = np.unique(train_y if test_y is None else np.concatenate([train_y, test_y]))
+    if len(values) < 2:
+        raise DataError(f"{train_file}: only one class (label {values[0]}): a classifier needs at least two")
+    if test_y is None:
+        train, test = _split(train_y, test_size, seed, train_file)
+        train_x, train_y, test_x, test_y = train_x[train], train_y[train], train_x[test], train_y[test]
+    if channels == 3:
+        train_x, test_x = (np.repeat(a[..., None], 3, axis=3) for a in (train_x, test_x))  # (N,S,S) -> (N,S,S,3)
+    class_names = tuple(str(v) for v in values)
+    relabel = lambda y: np.searchsorted(values, y).astype(np.int64)  # noqa: E731  label values -> 0..K-1
+    return RawData(train_x, relabel(train_y), test_x, relabel(test_y), class_names, f"csv:{path}", notes=notes)
+
+
+def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str | os.PathLike) -> np.ndarray:
+    """Grey pixel rows (N, S, S) -> the model's input layout (N, H, W[, 3]); DataError if the size differs."""
+    c, h, w = in_shape
+    if images.shape[1:3] != (h, w):
+        raise DataError(f"{source}: rows are {images.shape[1]}x{images.shape[2]} images "
+                        f"but the model takes {h}x{w}")
+    return np.repeat(images[..., None], 3, axis=3) if c == 3 else images  # (N,H,W) -> (N,H,W,3)
