@@ -114,14 +114,25 @@ def _key(*parts: object) -> str:
 # ----------------------------------------------------------------------------- folders
 
 
-def _image_files(folder: Path) -> list[tuple[str, Path]]:
-    """(file name, path) of every image below `folder`, hidden files and folders excluded."""
+def _image_files(folder: str) -> list[tuple[str, str, int, int]]:
+    """(file name, path, size, mtime_ns) of every image below `folder`, hidden files and folders excluded."""
+    # os.scandir and plain strings: listing 10,000 files must take milliseconds (pathlib takes ~1 s).
     found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for f in files:
-            if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES):
-                found.append((f, Path(root) / f))
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list the folder: {e.strerror or e}") from None
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_dir():
+            found += _image_files(e.path)
+        elif e.name.lower().endswith(IMAGE_SUFFIXES):
+            try:
+                st = e.stat()
+            except OSError as err:
+                raise DataError(f"{e.path}: cannot read: {err.strerror or err}") from None
+            found.append((e.name, e.path, st.st_size, st.st_mtime_ns))
     return found
 
 
@@ -132,16 +143,19 @@ def _class_folders(root: Path) -> list[str]:
         raise DataError(f"{root}: cannot list the folder: {e.strerror or e}") from None
 
 
-def _list_tree(root: Path, classes: list[str], part: int) -> list[tuple[str, int, int, Path]]:
-    """(file name, class index, part, path) for every image of every class folder under `root`."""
-    items = []
+Item = tuple[str, int, int, str, int, int]  # (file name, class index, part 0 train / 1 test, path, size, mtime_ns)
+
+
+def _list_tree(root: Path, classes: list[str], part: int) -> list[Item]:
+    """One Item for every image of every class folder under `root`."""
+    items: list[Item] = []
     for c, name in enumerate(classes):
         if not (root / name).is_dir():
             continue  # a test tree may lack a class
-        files = _image_files(root / name)
+        files = _image_files(str(root / name))
         if not files:
             raise DataError(f"{root / name}: empty class folder (no PNG, JPEG, BMP or GIF images)")
-        items += [(f, c, part, p) for f, p in files]
+        items += [(f, c, part, p, size, mtime) for f, p, size, mtime in files]
     return items
 
 
@@ -165,7 +179,7 @@ def _is_prepared(im: Image.Image, size: int) -> bool:
     return float(np.median(frame)) <= DARK_FRAME
 
 
-def _decode_image(path: Path, size: int, channels: int, check_colour: bool) -> tuple[np.ndarray, bool]:
+def _decode_image(path: str, size: int, channels: int, check_colour: bool) -> tuple[np.ndarray, bool]:
     """One image file -> (uint8 (size, size[, 3]), is it in colour?). Raises ImageError."""
     # Decoding once and preparing the PIL image is exactly what prepare_image(path) does.
     im = load_image(path, draft_side=WORK_SIDE // 2)
@@ -175,22 +189,22 @@ def _decode_image(path: Path, size: int, channels: int, check_colour: bool) -> t
     return prepare_image(im, size=size, channels=channels), colour
 
 
-def _reason(e: Exception, path: Path) -> str:
+def _reason(e: Exception, path: str) -> str:
     text = str(e)
-    for prefix in (str(path), "<PIL image>"):
+    for prefix in (path, "<PIL image>"):
         if text.startswith(prefix + ": "):
             return text[len(prefix) + 2 :]
     return text or type(e).__name__
 
 
-def _decode_all(items: list[tuple[str, int, int, Path]], size: int, channels: int | None
+def _decode_all(items: list[Item], size: int, channels: int | None
                 ) -> tuple[list[np.ndarray], list[int], int, list[tuple[int, str]]]:
     """Decode every item: (images, indices of the kept items, channels used, skipped (index, reason))."""
     used = channels or 1
     images: list[np.ndarray] = []
     kept: list[int] = []
     skipped: list[tuple[int, str]] = []
-    for i, (_, _, _, path) in enumerate(items):
+    for i, (_, _, _, path, _, _) in enumerate(items):
         try:
             x, colour = _decode_image(path, size, used, channels is None and used == 1)
             if colour:
@@ -230,12 +244,10 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
             raise DataError(f"{root / 'test'}: no test images (expected {root / 'test'}/<class>/<image files>)")
         items += test_items
     # File name first: numbered files (an export) come back in their original order.
-    items.sort(key=lambda t: (t[2], t[0], t[1], str(t[3])))
+    items.sort(key=lambda t: (t[2], t[0], t[1], t[3]))
 
-    try:
-        listing = [(str(p.relative_to(root)), c, part, *_stat(p)) for _, c, part, p in items]
-    except OSError as e:
-        raise DataError(f"{root}: cannot read the image list: {e}") from None
+    skip = len(str(root / "x")) - 1  # the length of "root/" ("" for the current folder)
+    listing = [(p[skip:], c, part, size, mtime) for _, c, part, p, size, mtime in items]
     folder = _cache_folder("folder", _key("folder", image_size, channels, listing))
     cached = _load_cache(folder, ("x", "index"))
     if cached is not None:
@@ -254,11 +266,11 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
     notes = [f"{items[i][3]}: {reason}" for i, reason in skipped]
     if notes:
         log.warning("skipped %d unreadable image%s (first: %s)", len(notes), "s" if len(notes) > 1 else "", notes[0])
-    labels = np.array([items[i][1] for i in kept], dtype=np.int64)
-    parts = np.array([items[i][2] for i in kept], dtype=np.int64)
+    labels = np.array([t[1] for t in items], dtype=np.int64)[kept]
+    parts = np.array([t[2] for t in items], dtype=np.int64)[kept]
     for c, name in enumerate(classes):
         if not (labels[parts == 0] == c).any():
-            first = next((n for n in notes if Path(n.split(": ", 1)[0]).is_relative_to(train_root / name)), "")
+            first = next((n for (i, _), n in zip(skipped, notes) if items[i][1:3] == (c, 0)), "")
             raise DataError(f"{train_root / name}: none of its images could be read (first: {first})")
     if split_layout:
         train, test = np.flatnonzero(parts == 0), np.flatnonzero(parts == 1)
@@ -267,11 +279,6 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
     else:
         train, test = _split(labels, test_size, seed, root)
     return RawData(x[train], labels[train], x[test], labels[test], tuple(classes), f"folder:{root}", notes=notes)
-
-
-def _stat(p: Path) -> tuple[int, int]:
-    st = p.stat()
-    return st.st_size, st.st_mtime_ns
 
 
 def _split(labels: np.ndarray, test_size: float, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
