@@ -34,6 +34,7 @@ class Vocab:
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
+        """Every distinct character of `text`, sorted."""
         return cls(tuple(sorted(set(text))))
 
     def __len__(self) -> int:
@@ -41,6 +42,7 @@ class Vocab:
 
     @property
     def index(self) -> dict[str, int]:
+        """Character -> id."""
         return {c: i for i, c in enumerate(self.chars)}
 
     def encode(self, text: str, fallback: str | None = None) -> np.ndarray:
@@ -52,6 +54,7 @@ class Vocab:
         return np.fromiter((index.get(c, default) for c in text), dtype=np.int64, count=len(text))
 
     def decode(self, ids) -> str:
+        """Ids -> text."""
         return "".join(self.chars[int(i)] for i in ids)
 
     def unknown(self, text: str) -> list[str]:

@@ -70,6 +70,7 @@ class LMConfig:
             raise ConfigError(f"--eval-every must be positive, got {self.eval_every}")
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for config.json and the checkpoint metadata)."""
         return asdict(self)
 
 
@@ -110,6 +111,7 @@ def evaluate_lm(model: CharLM, ids: np.ndarray, seq_len: int, device: torch.devi
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; an unavailable cuda is a ConfigError."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

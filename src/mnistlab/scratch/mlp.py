@@ -27,6 +27,7 @@ class MLP:
 
     @property
     def num_layers(self) -> int:
+        """Number of linear layers."""
         return len(self.sizes) - 1
 
     def __repr__(self) -> str:
