@@ -25,7 +25,7 @@ NORMALIZATIONS = ("standard", "unit", "symmetric")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 INITS = ("default", "kaiming", "xavier")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DEFAULT_LR = {"sgd": 0.2, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, **extra: Any) -> Any:
@@ -74,7 +74,7 @@ class Config:
     loss: str = _f("ce", "ce (softmax cross entropy), nll (over log_softmax), mse (one-hot), bce (sigmoid per class)", LOSSES)
     label_smoothing: float = _f(0.0, "label smoothing for ce, in [0, 1)")
     optimizer: str = _f("sgd", "optimiser", OPTIMIZERS)
-    lr: float | None = _f(None, "peak learning rate (default: sgd 0.2, adam/adamw 0.001, adadelta 1.0)")
+    lr: float | None = _f(None, "peak learning rate (default: sgd 0.1, adam/adamw 0.001, adadelta 1.0)")
     momentum: float = _f(0.9, "sgd momentum")
     nesterov: bool = _f(True, "sgd: Nesterov momentum")
     betas: tuple[float, ...] = _f((0.9, 0.999), "adam/adamw betas")
@@ -260,7 +260,7 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Small CNN, one-cycle Nesterov SGD: the time-to-99% preset (see BENCHMARKS.md).
-    "speedrun": {"model": "cnn", "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.2, "schedule": "onecycle"},
+    "speedrun": {"model": "cnn", "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle"},
     # Wider CNN, augmentation and test-time augmentation: the accuracy preset.
     "best": {
         "model": "cnn", "conv_channels": [32, 64, 128], "kernel_size": 3, "padding": 1, "hidden": [128], "dropout": 0.2,
