@@ -378,7 +378,7 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     assert side is not None
     chunks: list[np.ndarray] = []
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding="utf-8-sig") as f:  # universal newlines: \r\n files parse too
             if header:
                 f.readline()
             while lines := list(itertools.islice(f, _CSV_CHUNK)):
@@ -390,11 +390,11 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 if data.shape[1] != num_cols or pixels.min() < 0 or pixels.max() > 255:
                     raise ValueError("bad row")
                 chunks.append(data)
+    except UnicodeDecodeError as e:  # a ValueError too: catch it first
+        raise DataError(f"{path}: not a text CSV file ({e.reason})") from None
     except ValueError as e:
         message = _first_bad_row(path, header, has_label, num_cols)
         raise DataError(message or f"{path}: cannot parse: {e}") from None
-    except UnicodeDecodeError as e:  # a subclass of ValueError, but say it plainly
-        raise DataError(f"{path}: not a text CSV file ({e.reason})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     if not chunks:
@@ -454,9 +454,11 @@ def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size:
         train_x, train_y, test_x, test_y = train_x[train], train_y[train], train_x[test], train_y[test]
     if channels == 3:
         train_x, test_x = (np.repeat(a[..., None], 3, axis=3) for a in (train_x, test_x))  # (N,S,S) -> (N,S,S,3)
+    # Label values -> class indices 0..K-1; the values themselves become the class names.
+    train_y, test_y = np.searchsorted(values, train_y), np.searchsorted(values, test_y)
     class_names = tuple(str(v) for v in values)
-    relabel = lambda y: np.searchsorted(values, y).astype(np.int64)  # noqa: E731  label values -> 0..K-1
-    return RawData(train_x, relabel(train_y), test_x, relabel(test_y), class_names, f"csv:{path}", notes=notes)
+    return RawData(train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64), class_names, f"csv:{path}",
+                   notes=notes)
 
 
 def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str | os.PathLike) -> np.ndarray:
