@@ -19,7 +19,11 @@ def _loss(x: float | None) -> str:
 
 def run_numpy(cfg: Config, quiet: bool = False) -> int:
     """Train cfg.model with the NumPy engine, one line per epoch, then the test result."""
-    from .train import train_numpy
+    from ..errors import ConfigError
+    from .train import MODELS, train_numpy
+
+    if cfg.model not in MODELS:  # before the header line, so the error is the only output
+        raise ConfigError(f"--engine numpy supports --model {' or '.join(MODELS)}, not {cfg.model!r}")
 
     def on_epoch_end(record: dict) -> None:
         if not quiet:
