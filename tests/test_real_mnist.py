@@ -29,16 +29,70 @@ def test_validation_split_is_stratified_and_disjoint(mnist_raw):
     assert abs(data.train.x.mean().item()) < 0.01 and abs(data.train.x.std().item() - 1) < 0.01
 
 
-def test_default_model_reaches_98_5_percent(mnist_raw, tmp_path):
-    """The default CNN and schedule, cut to one epoch to keep the suite quick: at least 98.5%."""
-    cfg = Config(epochs=1, out_dir=str(tmp_path), name="mnist", figures=False, threads=2)
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """The default CNN and schedule, cut to one epoch to keep the suite quick."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = Config(epochs=1, out_dir=str(out), name="mnist", figures=False, threads=2)
     history = TrainSession.start(cfg).fit()
+    return out / "mnist", history
+
+
+def test_default_model_reaches_98_5_percent(mnist_run):
+    run, history = mnist_run
     assert history.test.acc >= 0.985, f"test accuracy {history.test.acc:.2%}"
     # the checkpoint, reloaded, scores the same on the test set
     from mnistlab.evaluation import evaluate_checkpoint
 
-    report = evaluate_checkpoint(str(tmp_path / "mnist" / "last.safetensors"), device="cpu")
+    report = evaluate_checkpoint(str(run / "last.safetensors"), device="cpu")
     assert report["accuracy"] == pytest.approx(history.test.acc, abs=1e-6)
+
+
+def _drawn_digits():
+    """Digits drawn as a person would in an image editor: thick black strokes on a large white canvas."""
+    from PIL import Image, ImageDraw
+
+    def canvas(size=(300, 400)):
+        im = Image.new("RGB", size, "white")
+        return im, ImageDraw.Draw(im)
+
+    zero, d = canvas()
+    d.ellipse((70, 60, 230, 340), outline="black", width=28)
+    one, d = canvas()
+    d.line((150, 50, 150, 350), fill="black", width=30)
+    seven, d = canvas()
+    d.line((60, 70, 240, 70), fill="black", width=28)
+    d.line((240, 70, 120, 350), fill="black", width=28)
+    return {0: zero, 1: one, 7: seven}
+
+
+def test_predict_names_drawn_digits(mnist_run, tmp_path, capsys):
+    from mnistlab.cli import main
+
+    run, _ = mnist_run
+    files = []
+    for digit, im in _drawn_digits().items():
+        path = tmp_path / f"drawn-{digit}.png"
+        im.save(path)
+        files.append((digit, path))
+    assert main(["predict", str(run), *[str(p) for _, p in files], "--json"]) == 0
+    import json
+
+    results = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in results] == [str(d) for d, _ in files]
+
+
+def test_predict_scanned_mnist_digits(mnist_run, mnist_raw):
+    """Real test digits, enlarged 10x and printed black on white, come back with their labels."""
+    from PIL import Image
+
+    from mnistlab.predict import Predictor
+
+    run, _ = mnist_run
+    predictor = Predictor.from_checkpoint(run)
+    images = [Image.fromarray(255 - mnist_raw.test_x[i]).resize((280, 280), Image.BILINEAR) for i in range(50)]
+    labels = [r["class"] for r in predictor.predict_files(images)]
+    assert np.mean(np.array(labels) == mnist_raw.test_y[:50]) >= 0.94
 
 
 def test_deep_sgd_mlp_fails_and_kaiming_batch_norm_fixes_it(mnist_raw):
