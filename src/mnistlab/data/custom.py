@@ -355,7 +355,8 @@ def _first_bad_row(path: Path, header: bool, has_label: bool, num_cols: int) -> 
             row += 1
             where = f"{path}: row {row} (line {reader.line_num})"
             if len(fields) != num_cols:
-                return f"{where} has {len(fields)} values, expected {num_cols} ({'label + ' if has_label else ''}pixels)"
+                what = "label + pixels" if has_label else "pixels"
+                return f"{where} has {len(fields)} values, expected {num_cols} ({what})"
             if has_label:
                 try:
                     int(fields[0])
@@ -441,7 +442,8 @@ def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size:
     if test_file is not None and test_file.is_file():
         test_x, test_y = read_pixel_csv(test_file)
         if test_y is None:
-            notes.append(f"{test_file}: no label column (use it with `predict --csv`); the test set is split from {train_file}")
+            notes.append(f"{test_file}: no label column (use it with `predict --csv`); "
+                         f"the test set is split from {train_file}")
             log.info(notes[-1])
         elif test_x.shape[1:] != train_x.shape[1:]:
             raise DataError(f"{test_file}: images are {test_x.shape[1]}x{test_x.shape[2]} "

@@ -7,7 +7,7 @@
 
 Class folders are the class names when these are safe file names that keep their registry order
 when sorted (and stay distinct ignoring case); otherwise they are `<index>-<name>` (e.g.
-fashion-mnist's "00-T-shirt_top"), which sorts like the labels. The export is written into a
+fashion-mnist's "0-T-shirt_top"), which sorts like the labels. The export is written into a
 temporary sibling folder and renamed into place at the end, so DIR is either complete or absent;
 DIR must not exist or be empty.
 """
@@ -107,7 +107,8 @@ def write_csv(raw: RawData, out: Path) -> None:
             for start in range(0, len(flat), 2048):
                 text = _PIXEL_TEXT[flat[start : start + 2048]]
                 labels = y[start : start + 2048]
-                f.write("".join(f"{label}," + ",".join(row) + "\n" for label, row in zip(labels.tolist(), text.tolist())))
+                rows = zip(labels.tolist(), text.tolist())
+                f.write("".join(f"{label}," + ",".join(row) + "\n" for label, row in rows))
 
 
 def write_idx_files(raw: RawData, out: Path) -> None:
