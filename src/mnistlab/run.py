@@ -27,6 +27,10 @@ def default_run_name(cfg: Config) -> str:
     return f"{cfg.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _taken(path: Path) -> ConfigError:
+    return ConfigError(f"run {path} already exists: pass --resume to continue it, or choose another --name")
+
+
 @dataclass
 class RunDir:
     """The folder of one run and the files in it."""
@@ -44,6 +48,12 @@ class RunDir:
     def checkpoint_path(self, kind: str) -> Path:
         return self.path / f"{kind}{SUFFIX}"
 
+    @staticmethod
+    def check_free(cfg: Config) -> None:
+        """Refuse a --name whose folder exists: the cheap early check (create() checks again)."""
+        if cfg.name is not None and (Path(cfg.out_dir) / cfg.name).exists():
+            raise _taken(Path(cfg.out_dir) / cfg.name)
+
     @classmethod
     def create(cls, cfg: Config) -> "RunDir":
         """Make a new, empty run folder; refuse to reuse one that exists."""
@@ -56,11 +66,11 @@ class RunDir:
                     i += 1
                 path = Path(cfg.out_dir) / f"{name}-{i}"
             else:
-                raise ConfigError(f"run {path} already exists: pass --resume to continue it, or choose another --name")
+                raise _taken(path)
         try:
             path.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
-            raise ConfigError(f"run {path} already exists: pass --resume to continue it, or choose another --name") from None
+            raise _taken(path) from None
         except OSError as e:
             raise ConfigError(f"cannot create run folder {path}: {e.strerror or e}") from None
         run = cls(path)

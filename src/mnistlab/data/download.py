@@ -69,13 +69,17 @@ def candidate_names(file_name: str) -> list[str]:
 
 
 def find_local(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> dict[str, Path | None]:
-    """For each split key, the first matching file in `search_dirs`, or None."""
+    """For each split key, the first matching file in `search_dirs`, or None.
+
+    A folder (or other non-file) under a data file's name, with no real file anywhere, is returned
+    too: the reader then names the fault, where skipping it would send the user to a download.
+    """
     dirs = search_dirs(spec.name, data_dir)
     found: dict[str, Path | None] = {}
     for key, file_name in spec.files.items():
-        found[key] = next(
-            (d / n for d in dirs for n in candidate_names(file_name) if (d / n).is_file()),
-            None,
+        candidates = [d / n for d in dirs for n in candidate_names(file_name)]
+        found[key] = next((p for p in candidates if p.is_file()), None) or next(
+            (p for p in candidates if p.exists()), None
         )
     return found
 
