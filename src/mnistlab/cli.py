@@ -197,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         if session.run:
             _err(
-                f"interrupted at step {e.state.step}; checkpoint saved. "
+                f"interrupted at step {e.state.step}; checkpoint saved to {session.run.checkpoint_path('last')}. "
                 f"Resume with: {PROG} train --resume {session.run.path}"
             )
         else:
@@ -206,8 +206,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = history.test
     n = len(data.test)
     correct = round(test.acc * n)
+    what = "Accuracy" if data.test.y.dim() == 1 else f"Subset accuracy (threshold {cfg.threshold:g})"
     _out(
-        f"Test set: Average loss: {test.loss:.4f}, Accuracy: {correct}/{n} ({100 * test.acc:.2f}%)",
+        f"Test set: Average loss: {test.loss:.4f}, {what}: {correct}/{n} ({100 * test.acc:.2f}%)",
         f"Training time {history.train_seconds:.2f} s, testing time {history.test_seconds:.2f} s, "
         f"total {time.perf_counter() - start:.2f} s",
     )
@@ -224,7 +225,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import format_report
 
     report = evaluate_checkpoint(args.run, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-                                 device=args.device, tta=args.tta, batch_size=args.batch_size)
+                                 device=args.device, tta=args.tta, batch_size=args.batch_size, threshold=args.threshold)
     if args.json:
         _out(json.dumps(report, indent=2))
     else:
@@ -292,7 +293,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         _out(f"{'name':<16} {'classes':>7}  where        description")
         for name in list_datasets():
             spec = get_dataset_spec(name)
-            where = "embedded" if spec.embedded else ("generated" if name == "synthetic" else "download")
+            where = "embedded" if spec.embedded else ("generated" if spec.generated else "download")
             _out(f"{name:<16} {len(spec.class_names):>7}  {where:<12} {spec.description}")
         return 0
     if args.action == "export":
@@ -343,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    # A short usage line: argparse prints it above every flag error, and the full one is 30+ lines.
     p = sub.add_parser("train", help="train a model; writes runs/<name>/", formatter_class=argparse.HelpFormatter,
+                       usage=f"{PROG} train [--preset NAME] [--config FILE] [--resume RUN] [-q] [OPTIONS]",
                        description="Train a model. Options override --config, which overrides --preset, which overrides the defaults.")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a tuned set of options (speedrun, best, mlp, lecture)")
     p.add_argument("--config", metavar="FILE", help="JSON file of options (e.g. a run's config.json)")
@@ -361,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as trained)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label data: predict each label whose probability is >= this (default: the run's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_evaluate)
 

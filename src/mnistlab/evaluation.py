@@ -7,23 +7,30 @@ import torch
 from .checkpoint import load_checkpoint
 from .data.loader import build_bundle
 from .data.raw import load_raw
-from .errors import DataError
-from .losses import as_class_logits
-from .metrics import classification_report
+from .errors import ConfigError, DataError
+from .losses import as_class_logits, class_probabilities
+from .metrics import classification_report, multilabel_report
 from .train import evaluate, resolve_device, uses_convolutions
 
 
 def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "test", data_dir: str | None = None,
-                        device: str = "auto", tta: bool | None = None, batch_size: int = 2000) -> dict:
-    """The full classification report of a checkpoint on a split, with the data normalised as in training."""
+                        device: str = "auto", tta: bool | None = None, batch_size: int = 2000,
+                        threshold: float | None = None) -> dict:
+    """The full classification report of a checkpoint on a split, with the data normalised as in training.
+
+    Args:
+        threshold: multi-label data: a label is predicted when its probability is >= this (default: the run's).
+    """
     ckpt = load_checkpoint(path)
     cfg = ckpt.cfg
     name = dataset or cfg.dataset
     dev = resolve_device(device)
     raw = load_raw(name, data_dir=data_dir if dataset else (data_dir or cfg.data_dir))
     mean, std = ckpt.norm
+    # The test split needs none of the training images: skip normalising and copying them.
+    train_x, train_y = (raw.train_x, raw.train_y) if split != "test" else (raw.train_x[:1], raw.train_y[:1])
     bundle = build_bundle(
-        raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.class_names, name=name,
+        train_x, train_y, raw.test_x, raw.test_y, raw.class_names, name=name,
         val_size=cfg.val_size if split != "test" else 0, normalize="unit", device=dev, seed=cfg.seed,
         classes=cfg.classes, positive=cfg.positive,
     )
@@ -42,7 +49,15 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     channels_last = uses_convolutions(model) and dev.type != "mps"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last)
-    report = classification_report(as_class_logits(result.logits), chosen.y.cpu(), list(ckpt.class_names), loss=result.loss)
+    threshold = cfg.threshold if threshold is None else threshold
+    if not 0 < threshold < 1:
+        raise ConfigError(f"--threshold is a probability in (0, 1), got {threshold}")
+    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last, threshold=threshold)
+    if chosen.y.dim() == 2:  # multi-hot label sets
+        decision = f"{'sigmoid' if cfg.loss == 'bce' else 'softmax'} >= {threshold:g}"
+        report = multilabel_report(class_probabilities(result.logits, cfg.loss), chosen.y.cpu(), list(ckpt.class_names),
+                                   threshold, loss=result.loss, decision=decision)
+    else:
+        report = classification_report(as_class_logits(result.logits), chosen.y.cpu(), list(ckpt.class_names), loss=result.loss)
     report.update(checkpoint=str(ckpt.path), dataset=name, split=split, seconds=result.seconds)
     return report

@@ -30,6 +30,12 @@ def compute_loss(
     if num_outputs == 1:  # binary logistic regression: one logit for the positive class
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction=reduction)
     if loss == "ce":
+        if y.dim() == 2:
+            # Multi-hot sets: cross entropy against the label distribution y / |y| (soft targets), which
+            # is what softmax can model at best: each of the |y| present labels gets probability 1/|y|.
+            target = y.to(logits.dtype)
+            target = target / target.sum(1, keepdim=True).clamp(min=1)
+            return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction=reduction)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction=reduction)
     if loss == "nll":
         return F.nll_loss(F.log_softmax(logits, dim=1), y, reduction=reduction)
@@ -48,6 +54,15 @@ def predict_classes(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()
     return logits.argmax(1)
+
+
+def predict_labels(logits: torch.Tensor, loss: str = "bce", threshold: float = 0.5) -> torch.Tensor:
+    """(B, K) bool label sets: every class whose probability (sigmoid for bce, softmax otherwise) is >= threshold.
+
+    The same rule for every loss, so a softmax model is judged as it would be used: with threshold
+    0.5 it can name at most one label (two would need both probabilities to be exactly 0.5).
+    """
+    return class_probabilities(logits, loss) >= threshold
 
 
 def class_probabilities(logits: torch.Tensor, loss: str = "ce") -> torch.Tensor:

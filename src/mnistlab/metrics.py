@@ -171,6 +171,99 @@ def multilabel_prf(probs_or_logits: torch.Tensor, targets: torch.Tensor, thresho
     return out
 
 
+def topk_oracle_sets(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(N, L) bool: each row's |y| highest-scoring labels, i.e. the decision when the true set size is given.
+
+    An oracle (it peeks at how many labels are true): it measures how well the scores *rank* the
+    labels, apart from the threshold that decides how many to name.
+    """
+    _check_multilabel(probs, targets)
+    k = targets.bool().sum(dim=1, keepdim=True)  # (N, 1)
+    rank = probs.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # rank of each label in its row
+    return rank < k
+
+
+def multilabel_report(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str] | None = None,
+                      threshold: float = 0.5, loss: float | None = None, decision: str = "") -> dict:
+    """Everything `mnistlab evaluate` shows for a multi-label model, as a JSON-ready dict.
+
+    Args:
+        probs: (N, L) per-label probabilities (sigmoids for bce, softmax for ce); a label is predicted
+            when its probability is >= threshold.
+        targets: (N, L) multi-hot true label sets.
+        decision: how `probs` were made, for the reader (e.g. "sigmoid >= 0.5").
+    """
+    _check_multilabel(probs, targets)
+    probs = probs.detach().float().cpu()
+    targets = targets.detach().cpu().bool()
+    num_labels = probs.shape[1]
+    if class_names is None:
+        class_names = [str(i) for i in range(num_labels)]
+    if len(class_names) != num_labels:
+        raise ValueError(f"{len(class_names)} class names for {num_labels} labels")
+    decided = probs >= threshold
+    prf = multilabel_prf(probs, targets, threshold, logits=False)
+    n = targets.shape[0]
+    oracle = topk_oracle_sets(probs, targets)
+    return {
+        "task": "multilabel",
+        "num_samples": int(n),
+        "num_classes": num_labels,
+        "class_names": [str(name) for name in class_names],
+        "threshold": float(threshold),
+        "decision": decision or f"probability >= {threshold:g}",
+        "accuracy": subset_accuracy(probs, targets, threshold, logits=False),  # = subset accuracy
+        "subset_accuracy": subset_accuracy(probs, targets, threshold, logits=False),
+        "hamming_loss": hamming_loss(probs, targets, threshold, logits=False),
+        # Hamming loss of predicting no label at all: the baseline a useful model must beat.
+        "hamming_loss_all_negative": float(targets.float().mean()) if n else 0.0,
+        "topk_oracle_subset_accuracy": float((oracle == targets).all(dim=1).float().mean()) if n else 0.0,
+        "label_cardinality": float(targets.sum(1).float().mean()) if n else 0.0,
+        "predicted_cardinality": float(decided.sum(1).float().mean()) if n else 0.0,
+        "loss": None if loss is None else float(loss),
+        "per_class": [
+            {"name": str(name), "precision": prf["precision"][i], "recall": prf["recall"][i],
+             "f1": prf["f1"][i], "support": prf["support"][i]}
+            for i, name in enumerate(class_names)
+        ],
+        "macro": {"precision": prf["macro_precision"], "recall": prf["macro_recall"], "f1": prf["macro_f1"]},
+        "micro_f1": prf["micro_f1"],
+        "weighted_f1": prf["weighted_f1"],
+    }
+
+
+def format_multilabel_report(report: dict, name_width: int = 12) -> str:
+    """A fixed-width text block for `multilabel_report`: headline numbers and the per-label table."""
+    lines = [
+        f"samples             {report.get('num_samples', 'n/a')}",
+        f"decision            {report.get('decision', 'n/a')}",
+        f"subset accuracy     {_fmt(report.get('subset_accuracy'))}  (whole label set right)",
+        f"Hamming loss        {_fmt(report.get('hamming_loss'))}  "
+        f"(predicting no label: {_fmt(report.get('hamming_loss_all_negative'))})",
+        f"micro F1            {_fmt(report.get('micro_f1'))}",
+        f"macro F1            {_fmt((report.get('macro') or {}).get('f1'))}",
+        f"labels per image    {_fmt(report.get('predicted_cardinality'), '.3f')} predicted, "
+        f"{_fmt(report.get('label_cardinality'), '.3f')} true",
+        f"top-|y| oracle      {_fmt(report.get('topk_oracle_subset_accuracy'))}  "
+        "(subset accuracy when told how many labels)",
+        f"loss                {_fmt(report.get('loss'))}",
+    ]
+    rows = report.get("per_class") or []
+    if rows:
+        names = [_truncate(str(row["name"]), name_width) for row in rows]
+        w = max([len("label"), len("macro avg")] + [len(n) for n in names])
+        lines += ["", f"{'label':<{w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}"]
+        for name, row in zip(names, rows):
+            lines.append(f"{name:<{w}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
+                         f"{row['support']:>8d}")
+        macro = report.get("macro") or {}
+        if macro:
+            total = sum(row["support"] for row in rows)
+            lines.append(f"{'macro avg':<{w}}  {macro['precision']:>9.4f}  {macro['recall']:>9.4f}  "
+                         f"{macro['f1']:>9.4f}  {total:>8d}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- the report
 
 
@@ -231,6 +324,8 @@ def format_report(report: dict, name_width: int = 12) -> str:
     Args:
         name_width: class names longer than this are cut to it (ending in "~").
     """
+    if report.get("task") == "multilabel":
+        return format_multilabel_report(report, name_width)
     names = list(report.get("class_names") or [row["name"] for row in report.get("per_class", [])])
     lines = [
         f"samples     {report.get('num_samples', 'n/a')}",

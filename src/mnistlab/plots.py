@@ -198,6 +198,42 @@ def plot_prediction_grid(images: Any, preds: Any, probs: Any, path: str | os.Pat
     return _grid(x, titles, colors, title, path)
 
 
+def plot_label_set_grid(images: Any, pred_sets: Any, path: str | os.PathLike, true_sets: Any = None,
+                        class_names: Sequence[str] | None = None, title: str = "predicted label sets",
+                        ncols: int = 4) -> Path:
+    """Multi-label predictions: each image titled "predict: {3, 7}"; red, with the true set, where they differ.
+
+    Args:
+        pred_sets, true_sets: (N, K) boolean or 0/1 label sets.
+    """
+    x = _images(images)
+    pred = _to_numpy(pred_sets).astype(bool)
+    truth = None if true_sets is None else _to_numpy(true_sets).astype(bool)
+    names = _names(class_names, pred.shape[1])
+
+    def as_text(row: np.ndarray) -> str:
+        return "{" + ", ".join(names[k] for k in np.flatnonzero(row)) + "}"
+
+    n = len(x)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    aspect = x.shape[2] / x.shape[1] if n else 1.0
+    fig = Figure(figsize=(1.4 * aspect * ncols + 0.4, 1.9 * nrows + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(x[i], cmap="gray" if x.ndim == 3 else None, vmin=0 if x.dtype == np.uint8 else None,
+                      vmax=255 if x.dtype == np.uint8 else None)
+            wrong = truth is not None and bool((truth[i] != pred[i]).any())
+            text = f"predict: {as_text(pred[i])}" + (f"\ntrue: {as_text(truth[i])}" if wrong else "")
+            ax.set_title(text, fontsize=8, color=WRONG_COLOR if wrong else "black")
+    if n == 0:
+        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_confident_mistakes(images: Any, y: Any, preds: Any, probs: Any, path: str | os.PathLike,
                             class_names: Sequence[str] | None = None, k: int = 16) -> Path:
     """The k wrong predictions made with the highest confidence, titled "true 4 -> pred 9 (99%)"."""

@@ -28,7 +28,25 @@ def check_names(cfg: Config) -> None:
     if cfg.model not in list_models():
         raise ConfigError(f"--model: invalid choice {cfg.model!r} (choose from {', '.join(list_models())})")
     if ":" not in cfg.dataset:  # "folder:PATH" and "csv:PATH" are resolved by the loader
-        get_dataset_spec(cfg.dataset)
+        spec = get_dataset_spec(cfg.dataset)
+        if spec.multilabel:
+            check_multilabel(cfg)
+        bad = [c for c in cfg.classes or () if not 0 <= c < spec.num_classes]
+        if bad or (cfg.positive is not None and not 0 <= cfg.positive < spec.num_classes):
+            flag = f"--classes {bad}" if bad else f"--positive {cfg.positive}"
+            raise ConfigError(f"{flag} out of range: {spec.name} has classes 0-{spec.num_classes - 1}")
+
+
+def check_multilabel(cfg: Config) -> None:
+    """A multi-label data set (a set of labels per image) needs a loss that accepts multi-hot targets."""
+    if cfg.loss not in ("bce", "ce"):
+        raise ConfigError(
+            f"--loss {cfg.loss} needs one class per image, but {cfg.dataset} is multi-label (a set of labels per "
+            "image): use --loss bce (a sigmoid per class), or --loss ce (softmax against the normalised label set, "
+            "for comparison)"
+        )
+    if cfg.classes or cfg.positive is not None:
+        raise ConfigError(f"--classes and --positive select classes of single-label data; {cfg.dataset} is multi-label")
 
 
 def load_data(cfg: Config, device: torch.device) -> DataBundle:
@@ -65,6 +83,8 @@ class TrainSession:
     def start(cls, cfg: Config, data: DataBundle | None = None) -> "TrainSession":
         """A new run: validate names, load data, build the model, create the run folder."""
         check_names(cfg)
+        if cfg.save_run:
+            RunDir.check_free(cfg)  # a taken --name fails before the data is loaded
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
@@ -133,6 +153,9 @@ def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: tor
     from .metrics import classification_report
 
     y = data.test.y.cpu()
+    if y.dim() == 2:  # multi-hot label sets: no confusion matrix, the set metrics instead
+        _write_multilabel_artifacts(run, cfg, data, test_logits)
+        return
     test_logits = as_class_logits(test_logits)
     report = classification_report(test_logits, y, list(data.class_names), loss=None)
     atomic_write_json(run.path / "evaluation.json", report)
@@ -150,3 +173,25 @@ def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: tor
                                labels=y[:25].numpy(), class_names=data.class_names, title="test images: predicted class")
     plots.plot_confident_mistakes(images, y.numpy(), preds.numpy(), conf.numpy(), run.path / "mistakes.png",
                                   class_names=data.class_names)
+
+
+def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
+    """evaluation.json (subset accuracy, Hamming loss, per-label P/R/F1), curves and a grid of predicted sets."""
+    from .fileio import atomic_write_json
+    from .losses import class_probabilities
+    from .metrics import multilabel_report
+
+    y = data.test.y.cpu()
+    probs = class_probabilities(test_logits, cfg.loss)
+    decision = f"{'sigmoid' if cfg.loss == 'bce' else 'softmax'} >= {cfg.threshold:g}"
+    report = multilabel_report(probs, y, list(data.class_names), cfg.threshold, decision=decision)
+    atomic_write_json(run.path / "evaluation.json", report)
+    if not cfg.figures or data.test_images is None:
+        return
+    from . import plots
+
+    plots.plot_training_curves(run.records(), run.path / "curves.png")
+    plots.plot_label_set_grid(data.test_images[:24], probs[:24] >= cfg.threshold, run.path / "predictions.png", y[:24],
+                              class_names=data.class_names, title=f"test images: predicted label sets ({decision})")
+    plots.plot_bars(data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png",
+                    title="per-label F1 on the test set", ylabel="F1")

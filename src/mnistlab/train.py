@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .config import Config
 from .data.loader import DataBundle, Split, augment_batch, epoch_permutation, iterate_batches, num_batches
 from .errors import ConfigError, TrainingDiverged
-from .losses import compute_loss, predict_classes
+from .losses import compute_loss, predict_classes, predict_labels
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -105,8 +105,11 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int = 2000, tta: bool = False,
-             channels_last: bool = False, autocast_dtype: torch.dtype | None = None) -> EvalResult:
-    """Eval mode, no shuffling, no dropped batch: sum the loss over items and divide by N."""
+             channels_last: bool = False, autocast_dtype: torch.dtype | None = None, threshold: float = 0.5) -> EvalResult:
+    """Eval mode, no shuffling, no dropped batch: sum the loss over items and divide by N.
+
+    For multi-hot (N, K) labels the accuracy is subset accuracy: the whole label set, decided at `threshold`.
+    """
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -125,6 +128,8 @@ def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int =
         total_loss += compute_loss(logits, y, loss, reduction="sum").double()
         if y.dim() == 1:
             correct += (predict_classes(logits) == y).sum()
+        else:
+            correct += (predict_labels(logits, loss, threshold) == y.bool()).all(1).sum()
         all_logits.append(logits)
     model.train(was_training)
     n = max(1, len(split))
@@ -203,7 +208,8 @@ class Trainer:
         return lr_at(step, self.total_steps, cfg.peak_lr, cfg.schedule, cfg.warmup, self.steps_per_epoch, cfg.step_every, cfg.gamma)
 
     def evaluate(self, split: Split, tta: bool = False) -> EvalResult:
-        return evaluate(self.forward, split, self.cfg.loss, self.cfg.eval_batch_size, tta, self.channels_last, self.autocast_dtype)
+        return evaluate(self.forward, split, self.cfg.loss, self.cfg.eval_batch_size, tta, self.channels_last, self.autocast_dtype,
+                        self.cfg.threshold)
 
     def fit(self, hooks: Hooks | None = None) -> History:
         """Train until `total_steps` (or the target accuracy), evaluating on validation each epoch."""
@@ -248,7 +254,10 @@ class Trainer:
                 st.batch += 1
                 n = y.shape[0]
                 with torch.no_grad():
-                    correct = (predict_classes(logits) == y).sum() if y.dim() == 1 else torch.zeros((), dtype=torch.long, device=self.device)
+                    if y.dim() == 1:
+                        correct = (predict_classes(logits) == y).sum()
+                    else:  # multi-hot: subset accuracy, the whole set right
+                        correct = (predict_labels(logits, cfg.loss, cfg.threshold) == y.bool()).all(1).sum()
                     log_loss += loss.detach() * n
                     log_correct += correct
                     epoch_loss += loss.detach().double() * n

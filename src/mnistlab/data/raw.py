@@ -29,7 +29,7 @@ _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 
 @dataclass
 class RawData:
-    """A decoded data set: uint8 images (N, H, W) and int64 labels (N,) for train and test."""
+    """A decoded data set: uint8 images (N, H, W) and int64 labels (N,) (multi-hot (N, K) for multimnist)."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -148,6 +148,11 @@ def load_raw(
         progress: report downloads (True: a tqdm bar on stderr; or a callable(done_bytes, total_bytes)).
     """
     spec = get_dataset_spec(name)
+    if spec.name == "multimnist":
+        from mnistlab.data.multimnist import generate
+
+        train, test = generate(seed=seed, download=download)
+        return RawData(train.x, train.y, test.x, test.y, spec.class_names, spec.name)
     if spec.generated:
         train_x, train_y = synthetic(num_synthetic, spec.num_classes, seed=seed)
         # A seed from another stream, so that test never repeats a train seed.

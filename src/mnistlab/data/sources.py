@@ -52,6 +52,7 @@ class DatasetSpec:
     archive: ArchiveSpec | None = None  # files come out of one zip instead of one URL each
     description: str = ""
     license: str = ""
+    multilabel: bool = False  # labels are sets: multi-hot (N, K) arrays instead of class indices (N,)
 
     @property
     def num_classes(self) -> int:
@@ -201,5 +202,15 @@ register_dataset(
         class_names=DIGITS,
         description="generated separable toy images with MNIST shapes (no download)",
         license="MIT",
+    )
+)
+
+register_dataset(
+    DatasetSpec(
+        name="multimnist",
+        class_names=DIGITS,
+        description="1-3 MNIST digits side by side on 28x84; label: the set of digits (multi-label), generated",
+        license="CC BY-SA 3.0 (built from MNIST)",
+        multilabel=True,
     )
 )
