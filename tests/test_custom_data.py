@@ -76,6 +76,11 @@ def test_grey_folder_trains_from_the_cli(tmp_path, capsys):
     config = json.loads((tmp_path / "runs" / "grey" / "config.json").read_text())
     assert config["dataset"] == f"folder:{data}"
     assert accuracy(tmp_path / "runs" / "grey") >= 0.8  # chance is 1/3
+    # evaluate rebuilds the same split from the run's settings and agrees with the training run
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "runs" / "grey"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] == pytest.approx(accuracy(tmp_path / "runs" / "grey"), abs=1e-6)
 
 
 def test_colour_train_test_folders_train_as_three_channels(tmp_path):

@@ -157,10 +157,10 @@ class Checkpoint:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory (-> its best, else last checkpoint) or a checkpoint file."""
+    """A run directory (-> its last, else best checkpoint) or a checkpoint file."""
     p = Path(path)
     if p.is_dir():
-        for name in ("best", "last"):
+        for name in ("last", "best"):  # last: the model whose test score `train` printed
             candidate = p / f"{name}{SUFFIX}"
             if candidate.is_file():
                 return candidate

@@ -236,6 +236,18 @@ def build_bundle(
     return DataBundle(train, val, test, tuple(names), in_shape, mean, std, name=name, test_images=test_x)
 
 
+def load_any(name: str, *, data_dir: str | None = None, download: bool = True, image_size: int = 28,
+             channels: int | None = None, test_size: float = 0.2, seed: int = 0):
+    """RawData of a registered data set, or of a folder:PATH / csv:PATH one."""
+    if name.startswith(("folder:", "csv:")):
+        from .custom import load_custom
+
+        return load_custom(name, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
+    from .raw import load_raw
+
+    return load_raw(name, data_dir=data_dir, download=download)
+
+
 def load_dataset(
     name: str = "mnist",
     *,
@@ -257,14 +269,8 @@ def load_dataset(
     Args:
         image_size, channels, test_size: for folder:/csv: data sets only (see data/custom.py).
     """
-    from .raw import load_raw
-
-    if name.startswith(("folder:", "csv:")):
-        from .custom import load_custom
-
-        raw = load_custom(name, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
-    else:
-        raw = load_raw(name, data_dir=data_dir, download=download)
+    raw = load_any(name, data_dir=data_dir, download=download, image_size=image_size, channels=channels,
+                   test_size=test_size, seed=seed)
     return build_bundle(
         raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.class_names, name=name, val_size=val_size,
         normalize=normalize, device=device, seed=seed, classes=classes, positive=positive, train_size=train_size,
