@@ -108,7 +108,9 @@ def _plot_grad_norms(at_init: dict[str, list[float]], at_end: dict[str, list[flo
     axes = fig.subplots(1, 2, sharey=True)
     for ax, norms, when in ((axes[0], at_init, "at initialisation"), (axes[1], at_end, "after training")):
         for i, (name, values) in enumerate(norms.items()):
-            ax.plot(range(1, len(values) + 1), values, "o-", ms=4, color=f"C{i}", label=name)
+            # Distinct line styles: variants that share an initialisation draw the same line at init.
+            ax.plot(range(1, len(values) + 1), values, marker="os^vDx"[i % 6], ls=("-", "--", ":")[i % 3],
+                    ms=7 - i // 2, color=f"C{i}", label=name)
         ax.set_yscale("log")
         ax.set_title(f"weight-gradient norm per layer, {when}")
         ax.set_xlabel("Linear layer (1 = next to the input)")

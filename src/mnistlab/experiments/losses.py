@@ -163,8 +163,8 @@ def _plot_slice(rows: list[dict], path) -> object:
     from matplotlib.figure import Figure
 
     t = [r["t"] for r in rows]
-    fig = Figure(figsize=(12, 4.5))
-    ax_loss, ax_grad = fig.subplots(1, 2)
+    fig = Figure(figsize=(13, 4.5))
+    ax_loss, ax_grad = fig.subplots(1, 2, gridspec_kw={"wspace": 0.45})  # room for the twin axis' label
     ax_loss.plot(t, [r["ce_loss"] for r in rows], "o-", ms=3, color="C0", label="cross entropy (nats)")
     ax_mse = ax_loss.twinx()
     ax_mse.plot(t, [r["mse_loss"] for r in rows], "s-", ms=3, color="C3", label="MSE on one-hot (right axis)")
