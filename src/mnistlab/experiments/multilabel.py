@@ -86,9 +86,9 @@ def run(opts: Options) -> Result:
 def _plot_metrics(rows: list[dict], path) -> object:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.5))
+    fig = Figure(figsize=(15, 4.5))
     axes = fig.subplots(1, 3)
-    labels = [f"{r['output']}\n{r['decision']}" for r in rows]
+    labels = [f"{r['loss']} ({r['output']})\n{r['decision'].split(' (')[0]}" for r in rows]
     for ax, key, title in zip(axes, ("subset_acc", "hamming_loss", "macro_f1"),
                               ("subset accuracy (higher is better)", "Hamming loss (lower is better)",
                                "macro F1 (higher is better)")):
