@@ -8,6 +8,7 @@ one-line message that starts with the file path.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -75,7 +76,7 @@ def _parse(path: Path, data: bytes) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header (expected {header} bytes, got {len(data)})")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod wraps around (65536**4 -> 0)
     got = len(data) - header
     if got < expected:
         raise DataError(f"{path}: truncated: expected {expected} data bytes for shape {shape}, got {got}")
@@ -84,7 +85,10 @@ def _parse(path: Path, data: bytes) -> np.ndarray:
             f"{path}: trailing bytes: expected {expected} data bytes for shape {shape}, got {got} "
             f"({got - expected} extra)"
         )
-    x = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(shape)
+    try:
+        x = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header).reshape(shape)
+    except ValueError:  # e.g. (0, 2**31, 2**31): no data, yet too big a shape for numpy
+        raise DataError(f"{path}: impossible shape {shape} (numpy cannot represent it)") from None
     # frombuffer views immutable bytes: copy (and convert to native byte order) so callers own the array.
     return x.astype(dtype.newbyteorder("="), copy=True)
 
