@@ -209,7 +209,7 @@ register_dataset(
     DatasetSpec(
         name="multimnist",
         class_names=DIGITS,
-        description="1-3 MNIST digits side by side on 28x84; label: the set of digits (multi-label), generated",
+        description="1-3 MNIST digits side by side on 28x84; label: the set of digits (multi-label)",
         license="CC BY-SA 3.0 (built from MNIST)",
         multilabel=True,
     )
