@@ -1,0 +1,133 @@
+"""Fault battery, checkpoints: every bad checkpoint through `mnistlab evaluate` and `mnistlab predict`.
+
+Each gives one line naming the file and exit 1, never a traceback. Library-level tests in
+tests/test_checkpoint.py hold the rest: a planted pickle executes nothing
+(test_planted_pickle_executes_nothing) and weights that do not match their config are refused
+(test_config_not_matching_weights); here the same faults, and more, reach the user through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from mnistlab.checkpoint import FORMAT_VERSION, load_checkpoint
+from mnistlab.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A tiny trained run (softmax on synthetic data)."""
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200",
+                 "--no-figures", "-q", "--threads", "2", "--out-dir", str(out), "--name", "tiny"]) == 0
+    return out / "tiny"
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "seven.png"
+    a = np.full((28, 28), 255, np.uint8)
+    a[5:8, 6:22] = 0
+    a[8:24, 17:20] = 0
+    Image.fromarray(a).save(path)
+    return path
+
+
+def _meta_and_tensors(path: Path) -> tuple[dict, dict]:
+    data = path.read_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    return json.loads(header["__metadata__"]["mnistlab"]), load_checkpoint(path).tensors
+
+
+def _rewrite(good: Path, bad: Path, change) -> None:
+    meta, tensors = _meta_and_tensors(good)
+    change(meta, tensors)
+    save_file(tensors, bad, metadata={"mnistlab": json.dumps(meta)})
+
+
+class _Boom:
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-mnistlab-canary",))
+
+
+def _future(meta, tensors):
+    meta["format_version"] = FORMAT_VERSION + 1
+
+
+def _mismatch(meta, tensors):
+    meta["config"]["model"] = "mlp"
+
+
+def _bad_config(meta, tensors):
+    meta["config"]["learning_rate"] = 0.1
+
+
+def _missing_key(meta, tensors):
+    del meta["class_names"]
+
+
+# name -> (make(good, bad_path) -> path to pass, phrase). Each is one injected fault.
+CASES = {
+    "pickle planted as .safetensors": (lambda good, bad: bad.write_bytes(pickle.dumps(_Boom())), "never unpickles"),
+    "torch.save zip": (lambda good, bad: torch.save({"w": torch.zeros(2)}, bad), "not an mnistlab checkpoint"),
+    "safetensors from elsewhere": (lambda good, bad: save_file({"weight": torch.zeros(3, 3)}, bad),
+                                   "not an mnistlab checkpoint (no mnistlab metadata)"),
+    "foreign metadata": (lambda good, bad: save_file({"w": torch.zeros(1)}, bad, metadata={"mnistlab": "{not json"}),
+                         "no mnistlab metadata"),
+    "future format_version": (lambda good, bad: _rewrite(good, bad, _future), f"newer mnistlab (format {FORMAT_VERSION + 1})"),
+    "config does not match weights": (lambda good, bad: _rewrite(good, bad, _mismatch), "do not match the model its config"),
+    "invalid stored config": (lambda good, bad: _rewrite(good, bad, _bad_config), "stored config is invalid"),
+    "metadata key missing": (lambda good, bad: _rewrite(good, bad, _missing_key), "stored config is invalid"),
+    "truncated": (lambda good, bad: bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2]), "not a valid safetensors"),
+    "header only": (lambda good, bad: bad.write_bytes(good.read_bytes()[:8]), "not a valid safetensors"),
+    "absurd header length": (lambda good, bad: bad.write_bytes((2**60).to_bytes(8, "little") + b"{}"), "not a valid safetensors"),
+    "empty file": (lambda good, bad: bad.write_bytes(b""), "not a valid safetensors"),
+    "random bytes": (lambda good, bad: bad.write_bytes(np.random.default_rng(0).bytes(4096)), "not a valid"),
+    "folder without a checkpoint": (lambda good, bad: bad.mkdir() or (bad / "config.json").write_text("{}"), "no checkpoint in this folder"),
+    "no such path": (lambda good, bad: None, "no such run directory or checkpoint file"),
+    "no read permission": (lambda good, bad: shutil.copy(good, bad), "cannot read: Permission denied"),
+}
+COMMANDS = ["evaluate", "predict"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_checkpoint_is_one_line_and_exit_1(run, image, tmp_path, capsys, monkeypatch, command, case):
+    make, phrase = CASES[case]
+    bad = tmp_path / "bad.safetensors"
+    make(run / "last.safetensors", bad)
+    if case == "no read permission":  # root reads anything: make the OS refusal happen
+        real = Path.read_bytes
+
+        def read_bytes(self):
+            if self == bad:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self)
+
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    argv = ["evaluate", str(bad)] if command == "evaluate" else ["predict", str(bad), str(image)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"mnistlab: error: {bad}") and phrase in err, err
+    assert captured.out == ""
+
+
+def test_the_good_checkpoint_works_for_both(run, image, capsys):
+    """The control: the file every case starts from evaluates and predicts."""
+    assert main(["evaluate", str(run / "last.safetensors")]) == 0
+    assert main(["predict", str(run / "last.safetensors"), str(image)]) == 0
+    assert str(image) in capsys.readouterr().out
+
+
+NUM_CHECKPOINT_FAULTS = len(CASES) * len(COMMANDS)
