@@ -306,9 +306,14 @@ def plot_tabular(result: dict, path: str | os.PathLike) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    import io
+
+    from .fileio import atomic_write_bytes
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=out.suffix[1:].lower() or "png", dpi=110)  # the format the name asks for, as before
+    atomic_write_bytes(out, buf.getvalue())  # never a half-written plot (atomic_write_bytes makes the folder)
     return out
 
 
