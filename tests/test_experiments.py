@@ -45,7 +45,8 @@ def rows_by(result: Result, table: str, key: str) -> dict[str, dict]:
 
 
 def test_registry_lists_the_nine_lessons_in_order():
-    assert tuple(list_experiments()) == NAMES
+    names = list_experiments()
+    assert [n for n in names if n in NAMES] == list(NAMES)  # others may be registered among them
     with pytest.raises(ConfigError, match="choose from depth"):
         get_experiment("nope")
 
