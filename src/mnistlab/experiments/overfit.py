@@ -25,7 +25,7 @@ VARIANTS = (
 @register_experiment("overfit", "20 training images: 100% training vs ~55% validation; weight decay, dropout, more data")
 def run(opts: Options) -> Result:
     """Train each variant for the same number of optimizer steps; compare training and validation accuracy."""
-    steps = 200 if opts.quick else 300
+    steps = 150 if opts.quick else 300
     if opts.epochs is not None:  # one epoch of 20 images is one step
         steps = max(1, round(opts.epochs))
     val_size = 100 if opts.quick else 1000
