@@ -22,6 +22,15 @@ import mnistlab.fileio
 from mnistlab.cli import main
 from mnistlab.config import Config
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_threads():
+    """The runs here use --threads 1 (far faster than 2 on a loaded 2-core machine); later files keep theirs."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 OLD = b"old content, must survive\n"
 
 
@@ -40,7 +49,7 @@ def run_and_writes(tmp_path_factory) -> tuple[Path, list[Path]]:
     mp.setattr(mnistlab.fileio, "atomic_open", spy)
     try:
         assert main(["train", "--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200",
-                     "-q", "--threads", "2", "--out-dir", str(out), "--name", "r"]) == 0
+                     "-q", "--threads", "1", "--out-dir", str(out), "--name", "r"]) == 0
         assert main(["report", str(out / "r")]) == 0
     finally:
         mp.undo()

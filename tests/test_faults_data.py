@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,15 @@ from mnistlab.cli import main
 from mnistlab.data import sources
 from mnistlab.data.idx import IDX_DTYPES, encode_idx, read_idx, write_idx
 from mnistlab.errors import DataError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_threads():
+    """The runs here use --threads 1 (far faster than 2 on a loaded 2-core machine); later files keep theirs."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
 
 DATASET = "fashion-mnist"
 FILES = sources.get_dataset_spec(DATASET).files  # split key -> file name (.gz)
@@ -121,7 +131,7 @@ def _deny_reading(path: Path, monkeypatch) -> None:
 
 def _train(tmp_path: Path, data_dir: Path) -> list[str]:
     return ["train", "--dataset", DATASET, "--data-dir", str(data_dir), "--model", "softmax", "--epochs", "1",
-            "--val-size", "10", "--batch-size", "25", "--no-figures", "-q", "--threads", "2",
+            "--val-size", "10", "--batch-size", "25", "--no-figures", "-q", "--threads", "1",
             "--out-dir", str(tmp_path / "runs"), "--name", "r"]
 
 
