@@ -60,7 +60,9 @@ def check_head(model: nn.Module, in_shape: tuple[int, int, int]) -> None:
                 if isinstance(mod, nn.Linear):
                     got = inp[0].shape[-1]
                     if got != mod.in_features:
-                        trail = " -> ".join(_fmt(s) for _, s in shapes[-4:])
+                        # The chain of distinct shapes so far (ReLU and friends keep the shape: shown once).
+                        chain = [s for i, (_, s) in enumerate(shapes) if i == 0 or s != shapes[i - 1][1]]
+                        trail = " -> ".join(_fmt(s) for s in chain)
                         raise ConfigError(
                             f"layer {name!r} is Linear({mod.in_features}, {mod.out_features}) but receives {got} features: "
                             f"the image flows {_fmt(in_shape)} -> {trail} and flattening gives {got}; "
