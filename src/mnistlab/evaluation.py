@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from .checkpoint import load_checkpoint
-from .data.loader import build_bundle
-from .data.raw import load_raw
+from .data.loader import build_bundle, load_any
 from .errors import ConfigError, DataError
 from .losses import as_class_logits, class_probabilities
 from .metrics import classification_report, multilabel_report
@@ -25,7 +24,9 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     cfg = ckpt.cfg
     name = dataset or cfg.dataset
     dev = resolve_device(device)
-    raw = load_raw(name, data_dir=data_dir if dataset else (data_dir or cfg.data_dir))
+    # Custom (folder:/csv:) data is rebuilt with the run's own preparation settings and split seed.
+    raw = load_any(name, data_dir=data_dir if dataset else (data_dir or cfg.data_dir), image_size=cfg.image_size,
+                   channels=cfg.channels, test_size=cfg.test_size, seed=cfg.seed)
     mean, std = ckpt.norm
     # The test split needs none of the training images: skip normalising and copying them.
     train_x, train_y = (raw.train_x, raw.train_y) if split != "test" else (raw.train_x[:1], raw.train_y[:1])
