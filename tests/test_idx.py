@@ -154,3 +154,24 @@ def test_real_mnist_images_fast(shared_data):
     elapsed = time.perf_counter() - t
     assert x.shape == (60000, 28, 28) and x.dtype == np.uint8
     assert elapsed < 1.5, f"decoding 60k images took {elapsed:.2f} s"
+
+
+def test_gzip_bomb_is_bounded_by_the_declared_size(tmp_path):
+    """A .gz that expands far beyond what its IDX header declares is refused after header + 1 byte."""
+    import gzip
+    import struct
+    import zlib
+
+    header = struct.pack(">BBBBIII", 0, 0, 0x08, 3, 1, 28, 28)
+    body = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1 << 20)
+    compressed = body.compress(header) + b"".join(body.compress(chunk) for _ in range(200)) + body.flush()
+    path = tmp_path / "bomb-images-idx3-ubyte.gz"
+    path.write_bytes(compressed)  # ~200 KB on disk, 200 MB decompressed
+    assert len(compressed) < 1_000_000
+    with pytest.raises(DataError, match="trailing bytes"):
+        read_images(path)
+    declared_huge = gzip.compress(struct.pack(">BBBBIII", 0, 0, 0x08, 3, 2**31, 2**16, 2**16))
+    (tmp_path / "huge.gz").write_bytes(declared_huge)
+    with pytest.raises(DataError, match="limit"):
+        read_images(tmp_path / "huge.gz")

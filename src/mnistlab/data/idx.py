@@ -29,6 +29,7 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 _CODES = {dt.newbyteorder("=").str[1:]: code for code, dt in IDX_DTYPES.items()}  # 'i2' -> 0x0B
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 4 * 2**30  # 4 GiB: EMNIST byclass, the largest official file, is 547 MB
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -47,15 +48,38 @@ def _read_bytes(path: Path) -> bytes:
     if not data:
         raise DataError(f"{path}: empty file (0 bytes)")
     if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except EOFError:
-            raise DataError(f"{path}: truncated .gz file (compressed stream ends early)") from None
-        except (OSError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt .gz file ({e})") from None
+        data = _gunzip_bounded(path, data)
         if not data:
             raise DataError(f"{path}: empty file (the .gz decompresses to 0 bytes)")
     return data
+
+
+def _gunzip_bounded(path: Path, data: bytes) -> bytes:
+    """Decompress no more than the IDX header declares (+1 byte to detect trailing data).
+
+    A gzip bomb posing as a data file therefore costs at most the declared size, which is itself
+    capped at MAX_IDX_BYTES, instead of whatever the stream would expand to.
+    """
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = d.decompress(data, 4 + 4 * 255)  # the longest possible header
+        total = len(head) + 1
+        if len(head) >= 4 and head[2] in IDX_DTYPES and len(head) >= 4 + 4 * head[3]:
+            ndim = head[3]
+            shape = np.frombuffer(head, dtype=">u4", count=ndim, offset=4)
+            total = 4 + 4 * ndim + math.prod(int(v) for v in shape) * IDX_DTYPES[head[2]].itemsize
+            if total > MAX_IDX_BYTES:
+                raise DataError(f"{path}: header declares {total:,} bytes, over the {MAX_IDX_BYTES:,}-byte limit")
+        out = bytearray(head)
+        tail = d.unconsumed_tail
+        while tail and len(out) <= total:
+            out += d.decompress(tail, total + 1 - len(out))
+            tail = d.unconsumed_tail
+        if not d.eof and len(out) <= total:
+            raise DataError(f"{path}: truncated .gz file (compressed stream ends early)")
+    except zlib.error as e:
+        raise DataError(f"{path}: corrupt .gz file ({e})") from None
+    return bytes(out)
 
 
 def _parse(path: Path, data: bytes) -> np.ndarray:

@@ -95,30 +95,34 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     if val_size <= 0:
         return np.arange(n), np.arange(0)
     if val_size >= n:
-        raise ConfigError(f"--val-size {val_size} leaves no training data (the split has {n} images)")
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    # Largest-remainder rounding: per-class quotas that sum exactly to val_size.
-    exact = counts * (val_size / n)
-    quota = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - quota), kind="stable")[: val_size - quota.sum()]:
-        quota[i] += 1
-    val_parts = []
-    for cls, q in zip(classes, quota):
-        members = np.flatnonzero(labels == cls)
-        val_parts.append(rng.choice(members, size=q, replace=False))
-    val = np.sort(np.concatenate(val_parts))
+        raise ConfigError(
+            f"--val-size {val_size} leaves no training data (the training split has {n} images); "
+            "use a smaller --val-size, or 0"
+        )
+    val = _stratified_sample(labels, val_size, seed)
     mask = np.ones(n, dtype=bool)
     mask[val] = False
     return np.flatnonzero(mask), val
+
+
+def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of `size` items drawn per class in proportion to the class counts."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # Largest-remainder rounding: per-class quotas that sum exactly to size.
+    exact = counts * (size / len(labels))
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]:
+        quota[i] += 1
+    parts = [rng.choice(np.flatnonzero(labels == cls), size=q, replace=False) for cls, q in zip(classes, quota)]
+    return np.sort(np.concatenate(parts))
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Indices of a stratified subset of `size` items (for `--train-size`, e.g. the overfit lesson)."""
     if size >= len(labels):
         return np.arange(len(labels))
-    _, keep = stratified_split(labels, size, seed)
-    return keep
+    return _stratified_sample(labels, size, seed)
 
 
 def select_classes(
@@ -225,7 +229,7 @@ def build_bundle(
     train_x, train_y, names = select_classes(train_x, np.asarray(train_y), class_names, classes, positive)
     test_x, test_y, _ = select_classes(test_x, np.asarray(test_y), class_names, classes, positive)
     strat = train_y if train_y.ndim == 1 else train_y.argmax(1)  # multi-hot labels: stratify by first label
-    train_idx, val_idx = stratified_split(strat, min(val_size, len(train_y) - 1) if val_size else 0, seed)
+    train_idx, val_idx = stratified_split(strat, val_size, seed)
     if train_size is not None:
         train_idx = train_idx[stratified_subset(strat[train_idx], train_size, seed)]
     mean, std = normalization_stats(train_x[train_idx], normalize)
