@@ -25,7 +25,7 @@ NORMALIZATIONS = ("standard", "unit", "symmetric")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu")
 INITS = ("default", "kaiming", "xavier")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
+DEFAULT_LR = {"sgd": 0.15, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, **extra: Any) -> Any:
@@ -74,7 +74,7 @@ class Config:
     loss: str = _f("ce", "ce (softmax cross entropy), nll (over log_softmax), mse (one-hot), bce (sigmoid per class)", LOSSES)
     label_smoothing: float = _f(0.0, "label smoothing for ce, in [0, 1)")
     optimizer: str = _f("sgd", "optimiser", OPTIMIZERS)
-    lr: float | None = _f(None, "peak learning rate (default: sgd 0.1, adam/adamw 0.001, adadelta 1.0)")
+    lr: float | None = _f(None, "peak learning rate (default: sgd 0.15, adam/adamw 0.001, adadelta 1.0)")
     momentum: float = _f(0.9, "sgd momentum")
     nesterov: bool = _f(True, "sgd: Nesterov momentum")
     betas: tuple[float, ...] = _f((0.9, 0.999), "adam/adamw betas")
@@ -86,7 +86,7 @@ class Config:
     steps: int | None = _f(None, "optimiser steps; overrides --epochs")
     batch_size: int = _f(256, "training batch size")
     schedule: str = _f("onecycle", "learning-rate schedule", SCHEDULES)
-    warmup: float = _f(0.2, "fraction of the steps spent warming up (onecycle peak position)")
+    warmup: float = _f(0.3, "fraction of the steps spent warming up (onecycle peak position)")
     step_every: float = _f(1.0, "step schedule: epochs between decays")
     gamma: float = _f(0.1, "step schedule: decay factor")
     target_acc: float | None = _f(None, "stop once validation accuracy reaches this, e.g. 0.99")
@@ -260,15 +260,18 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Small CNN, one-cycle Nesterov SGD: the time-to-99% preset (see BENCHMARKS.md).
-    "speedrun": {"model": "cnn", "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle"},
+    "speedrun": {"model": "cnn", "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.15, "warmup": 0.3,
+                 "schedule": "onecycle", "label_smoothing": 0.1, "val_size": 0},
     # Wider CNN, augmentation and test-time augmentation: the accuracy preset.
     "best": {
         "model": "cnn", "conv_channels": [32, 64, 128], "kernel_size": 3, "padding": 1, "hidden": [128], "dropout": 0.2,
-        "epochs": 12.0, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle",
+        "epochs": 20.0, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "warmup": 0.2, "schedule": "onecycle",
         "augment": True, "aug_shift": 2.0, "aug_rotate": 10.0, "aug_scale": 0.1, "tta": True, "label_smoothing": 0.1,
+        "val_size": 0,
     },
     # One hidden layer of 256: the fast MLP.
-    "mlp": {"model": "mlp", "hidden": [256], "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "schedule": "onecycle"},
+    "mlp": {"model": "mlp", "hidden": [256], "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.25,
+            "weight_decay": 0.0, "label_smoothing": 0.1, "schedule": "onecycle", "val_size": 0},
     # The lectures' settings: LeNet-style CNN, SGD lr 0.01 momentum 0.5, batch 64, constant lr.
     "lecture": {
         "model": "lenet", "optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "nesterov": False, "batch_size": 64,
