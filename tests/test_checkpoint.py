@@ -116,3 +116,17 @@ def test_unknown_config_key_and_wrong_type():
         Config.from_dict({"lr": "fast"})
     with pytest.raises(ConfigError, match="must be int"):
         Config.from_dict({"hidden": [1.5]})
+
+
+def test_header_length_starting_like_a_pickle_still_loads(tmp_path):
+    """A safetensors header length whose low byte is 0x80 (a pickle's first byte) is a valid checkpoint."""
+    model = create_model("softmax")
+    for n in range(1, 300):
+        cfg = Config(model="softmax", name="x" * n)
+        path = save_checkpoint(tmp_path / "c.safetensors", model, cfg, tuple("0123456789"), (1, 28, 28), ((0.0,), (1.0,)))
+        data = path.read_bytes()
+        if data[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no name length produced a header length with low byte 0x80")
+    assert load_checkpoint(path).cfg.name == "x" * n

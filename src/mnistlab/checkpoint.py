@@ -180,16 +180,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         data = p.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{p}: cannot read: {e.strerror or e}") from None
-    if data[:2] == b"\x80\x02" or data[:1] == b"\x80" or data[:2] == b"PK":
-        raise CheckpointError(
-            f"{p}: this is a pickle or a torch.save zip, not an mnistlab checkpoint; "
-            "mnistlab never unpickles files (they can run arbitrary code)"
-        )
     try:
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        # Only now look at what it is instead: a safetensors header length can start with any byte.
+        if (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or data[:4] == b"PK\x03\x04":
+            raise CheckpointError(
+                f"{p}: this is a pickle or a torch.save zip, not an mnistlab checkpoint; "
+                "mnistlab never unpickles files (they can run arbitrary code)"
+            ) from None
         raise CheckpointError(f"{p}: not a valid safetensors checkpoint ({str(e).splitlines()[0][:120]})") from None
     try:
         meta = json.loads(header.get("__metadata__", {}).get("mnistlab", "null"))
