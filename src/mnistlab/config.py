@@ -98,7 +98,7 @@ class Config:
     threads: int | None = _f(None, "CPU threads (default: torch's choice)")
     bf16: bool = _f(False, "bfloat16 autocast (CUDA only)")
     compile: bool = _f(False, "torch.compile the model (slow to start; rarely pays off on CPU)")
-    eval_batch_size: int = _f(2000, "batch size for evaluation")
+    eval_batch_size: int = _f(1000, "batch size for evaluation")
     tta: bool = _f(False, "test-time augmentation: average logits over small shifts")
     log_every: int = _f(20, "record training loss/accuracy every this many steps")
     out_dir: str = _f("runs", "folder that holds run directories")

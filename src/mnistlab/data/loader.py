@@ -78,15 +78,33 @@ def normalization_stats(images: np.ndarray, mode: str) -> tuple[tuple[float, ...
 
 
 def to_device_split(
-    images: np.ndarray, labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str
+    images: np.ndarray,
+    labels: np.ndarray,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device | str,
+    index: np.ndarray | None = None,
 ) -> Split:
-    """Copy uint8 images to the device in one call, then normalise them there once."""
-    x = torch.from_numpy(np.ascontiguousarray(to_nchw(images))).to(device)
+    """Copy uint8 images (optionally `images[index]`) to the device and normalise them there once.
+
+    The float tensor is filled chunk by chunk, so that at no point a full uint8 copy and a full
+    float copy exist side by side: this keeps peak memory near the size of the float split.
+    """
+    n = len(images) if index is None else len(index)
+    c, h, w = to_nchw(images[:1]).shape[1:]
+    x = torch.empty((n, c, h, w), dtype=torch.float32, device=device)
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    x = x.float().div_(255.0).sub_(m).div_(s)
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-    return Split(x, y)
+    for start in range(0, n, _CHUNK):
+        stop = min(n, start + _CHUNK)
+        part = images[start:stop] if index is None else images[index[start:stop]]
+        chunk = torch.from_numpy(np.ascontiguousarray(to_nchw(part))).to(device)
+        x[start:stop] = chunk.float().div_(255.0).sub_(m).div_(s)
+    y = np.asarray(labels if index is None else labels[index], dtype=np.int64)
+    return Split(x, torch.from_numpy(y).to(device))
+
+
+_CHUNK = 8192  # images per host-to-device copy in to_device_split
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +250,10 @@ def build_bundle(
     train_idx, val_idx = stratified_split(strat, val_size, seed)
     if train_size is not None:
         train_idx = train_idx[stratified_subset(strat[train_idx], train_size, seed)]
-    mean, std = normalization_stats(train_x[train_idx], normalize)
-    train = to_device_split(train_x[train_idx], train_y[train_idx], mean, std, device)
-    val = to_device_split(train_x[val_idx], train_y[val_idx], mean, std, device) if len(val_idx) else None
+    # The statistics need only a strided sample: avoid copying the whole training split for them.
+    mean, std = normalization_stats(train_x[train_idx[:: max(1, len(train_idx) // 10000)]], normalize)
+    train = to_device_split(train_x, train_y, mean, std, device, index=train_idx)
+    val = to_device_split(train_x, train_y, mean, std, device, index=val_idx) if len(val_idx) else None
     test = to_device_split(test_x, test_y, mean, std, device)
     in_shape = tuple(train.x.shape[1:])
     return DataBundle(train, val, test, tuple(names), in_shape, mean, std, name=name, test_images=test_x)
