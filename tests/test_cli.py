@@ -112,3 +112,9 @@ def test_logistic_one_against_rest(tmp_path, capsys):
     assert "Accuracy" in capsys.readouterr().out
     report = json.loads((tmp_path / "bin" / "evaluation.json").read_text())
     assert report["num_classes"] == 2 and report["accuracy"] > 0.9
+
+
+def test_quiet_prints_only_the_result(tmp_path, capsys):
+    assert _train(tmp_path, "-q") == 0
+    out = capsys.readouterr().out
+    assert "epoch" not in out and "Test set: Average loss" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -166,9 +167,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_epoch_end(record: dict) -> None:
         if bar is not None:
             bar.close()
-        total = session.trainer.total_steps / session.trainer.steps_per_epoch
+        if args.quiet:
+            return
+        total = math.ceil(session.trainer.total_steps / session.trainer.steps_per_epoch)
         _out(
-            f"epoch {record['epoch']:>3}/{total:g}  train loss {_fmt_loss(record['train_loss'])} acc {_fmt_pct(record['train_acc'])}"
+            f"epoch {record['epoch']:>3}/{total}  train loss {_fmt_loss(record['train_loss'])} acc {_fmt_pct(record['train_acc'])}"
             f"  | val loss {_fmt_loss(record['val_loss'])} acc {_fmt_pct(record['val_acc'])}  | {record['time_s']:6.2f} s"
         )
 
