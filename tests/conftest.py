@@ -50,3 +50,18 @@ def mnist_raw():
     from mnistlab.data.raw import load_raw
 
     return load_raw("mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny trained run (softmax on synthetic data, one thread) for tests that need a checkpoint."""
+    from mnistlab.cli import main
+
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("runs")
+    try:
+        assert main(["train", "--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200",
+                     "--no-figures", "-q", "--threads", "1", "--out-dir", str(out), "--name", "tiny"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads 1 sets it for the whole process
+    return out / "tiny"

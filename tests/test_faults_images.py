@@ -20,26 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from mnistlab.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_threads():
-    """The runs here use --threads 1 (far faster than 2 on a loaded 2-core machine); later files keep theirs."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200",
-                 "--no-figures", "-q", "--threads", "1", "--out-dir", str(out), "--name", "tiny"]) == 0
-    return out / "tiny"
+def run(tiny_run: Path) -> Path:
+    """The shared tiny run (tests/conftest.py)."""
+    return tiny_run
 
 
 def _seven() -> Image.Image:

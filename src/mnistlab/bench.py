@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import PRESETS, Config
 
@@ -118,7 +117,7 @@ def _timed(fn: Callable[[], Any], repeats: int = REPEATS, burn_in: int = BURN_IN
 
 def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
     """Train and measure one path ('classic' or 'mnistlab') in this process."""
-    from .data.loader import build_bundle, epoch_permutation
+    from .data.loader import build_bundle
     from .data.raw import load_raw
     from .session import build_model
     from .train import Trainer, lr_at, resolve_device

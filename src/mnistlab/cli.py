@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import PRESETS, Config, field_type

@@ -6,10 +6,9 @@ directory (metrics.jsonl, checkpoints) and, at the end, writes evaluation.json a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
