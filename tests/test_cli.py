@@ -118,3 +118,10 @@ def test_quiet_prints_only_the_result(tmp_path, capsys):
     assert _train(tmp_path, "-q") == 0
     out = capsys.readouterr().out
     assert "epoch" not in out and "Test set: Average loss" in out
+
+
+def test_resuming_a_finished_run_is_refused(tmp_path, capsys):
+    assert _train(tmp_path) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 2
+    assert "already finished" in capsys.readouterr().err

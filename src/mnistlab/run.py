@@ -15,7 +15,6 @@ import torch
 
 from .checkpoint import SUFFIX, load_checkpoint, save_checkpoint
 from .config import Config
-from .data.loader import DataBundle
 from .errors import ConfigError
 from .fileio import append_jsonl, atomic_write_text
 from .train import Trainer, TrainState
@@ -136,7 +135,7 @@ def restore_trainer(run: RunDir, trainer: Trainer) -> TrainState:
     return trainer.state
 
 
-def check_resumable(run: RunDir, data: DataBundle) -> Config:
+def check_resumable(run: RunDir) -> Config:
     """The config a run was started with; errors if it cannot be resumed."""
     if not run.config_path.exists():
         raise ConfigError(f"{run.path}: not a run directory (no config.json)")

@@ -97,7 +97,7 @@ class TrainSession:
     def resume(cls, run_path: str | Path, device: str | None = None) -> "TrainSession":
         """Continue a run from its `last` checkpoint with the config it was started with."""
         run = RunDir(Path(run_path))
-        cfg = check_resumable(run, None)
+        cfg = check_resumable(run)
         if device:
             cfg.device = device
         check_names(cfg)
@@ -107,6 +107,8 @@ class TrainSession:
         model = build_model(cfg, data).to(data.train.x.device)
         trainer = Trainer(model, data, cfg)
         state = restore_trainer(run, trainer)
+        if state.finished:
+            raise ConfigError(f"{run.path}: this run already finished (step {state.step}); nothing to resume")
         run.truncate_records(state.step)
         return cls(cfg, data, model, trainer, run)
 
