@@ -88,3 +88,5 @@ def test_dataset_view_works_with_a_dataloader(arrays):
     xb, yb = next(iter(loader))
     assert xb.shape == (50, 1, 28, 28) and yb.dtype == torch.int64
     assert torch.equal(xb, bundle.train.x[:50]) and len(ImageDataset(bundle.val)) == 100
+    flat = bundle.train.flat()
+    assert flat.shape == (500, 784) and flat.data_ptr() == bundle.train.x.data_ptr()

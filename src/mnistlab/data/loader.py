@@ -30,6 +30,10 @@ class Split:
     def __len__(self) -> int:
         return self.y.shape[0]
 
+    def flat(self) -> torch.Tensor:
+        """The images as (N, C*H*W) rows: a view, for code that wants flat vectors (models flatten themselves)."""
+        return self.x.flatten(1)
+
 
 @dataclass
 class DataBundle:
