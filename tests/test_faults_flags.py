@@ -37,6 +37,7 @@ CONFIG_ERRORS = [
     (["--train-size", "0"], "--train-size must be positive"),
     (["--target-acc", "2"], "--target-acc is a fraction in (0, 1]"),
     (["--target-acc", "0"], "--target-acc is a fraction in (0, 1]"),
+    (["--target-acc", "0.99", "--val-size", "0"], "--target-acc watches validation accuracy"),
     (["--threads", "0"], "--threads must be positive"),
     (["--momentum", "-1"], "--momentum must be 0 or more"),
     (["--weight-decay", "-1"], "--weight-decay must be 0 or more"),

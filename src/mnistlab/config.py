@@ -149,6 +149,7 @@ class Config:
         need(self.threads is None or self.threads > 0, f"--threads must be positive, got {self.threads}")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"--betas must be two numbers in [0, 1), got {self.betas}")
         need(self.target_acc is None or 0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
+        need(self.target_acc is None or self.val_size > 0, "--target-acc watches validation accuracy: it needs --val-size > 0")
         need(self.aug_shift >= 0 and self.aug_rotate >= 0 and 0 <= self.aug_scale < 1, "augmentation sizes must be 0 or more (scale below 1)")
         for name in ("hidden", "conv_channels"):
             sizes = getattr(self, name)
