@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .softmax import cross_entropy, init_linear, softmax, softmax_ce_backward
+from .softmax import SoftmaxClassifier, init_linear
 
 
-class MLP:
+class MLP(SoftmaxClassifier):
     """Linear -> ReLU -> ... -> Linear (logits)."""
 
     def __init__(self, num_features: int, hidden: Sequence[int], num_classes: int, seed: int = 0,
@@ -55,13 +55,3 @@ class MLP:
                 da = dz @ self.params[f"W{i}"].T
                 dz = da * (cache["pre"][i - 1] > 0)  # ReLU's derivative: 1 where it let z through
         return grads
-
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-        """Mean cross entropy, the logits, and the gradient of every parameter."""
-        logits, cache = self.forward(x)
-        probs = softmax(logits)
-        return cross_entropy(probs, y), logits, self.backward(softmax_ce_backward(probs, y), cache)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class indices (B,)."""
-        return self.forward(x)[0].argmax(axis=1)

@@ -38,7 +38,24 @@ def init_linear(rng: np.random.Generator, fan_in: int, fan_out: int, dtype: type
     return w, np.zeros(fan_out, dtype=dtype)
 
 
-class SoftmaxRegression:
+class SoftmaxClassifier:
+    """What every from-scratch classifier shares: a softmax + cross-entropy head on its logits.
+
+    Subclasses provide `forward(x) -> (logits, cache)` and `backward(dlogits, cache) -> grads`.
+    """
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
+        """Mean cross entropy, the logits, and the gradient of every parameter."""
+        logits, cache = self.forward(x)
+        probs = softmax(logits)
+        return cross_entropy(probs, y), logits, self.backward(softmax_ce_backward(probs, y), cache)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class indices (B,)."""
+        return self.forward(x)[0].argmax(axis=1)
+
+
+class SoftmaxRegression(SoftmaxClassifier):
     """logits = x @ W + b with W (D, K): one linear layer, trained through softmax cross entropy."""
 
     def __init__(self, num_features: int, num_classes: int, seed: int = 0, dtype: type = np.float32):
@@ -58,13 +75,3 @@ class SoftmaxRegression:
     def backward(self, dlogits: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
         """Gradients of the loss w.r.t. W and b, given dL/dlogits."""
         return {"W": cache["x"].T @ dlogits, "b": dlogits.sum(axis=0)}
-
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-        """Mean cross entropy, the logits, and the gradient of every parameter."""
-        logits, cache = self.forward(x)
-        probs = softmax(logits)
-        return cross_entropy(probs, y), logits, self.backward(softmax_ce_backward(probs, y), cache)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class indices (B,)."""
-        return self.forward(x)[0].argmax(axis=1)
