@@ -248,20 +248,25 @@ def format_multilabel_report(report: dict, name_width: int = 12) -> str:
         "(subset accuracy when told how many labels)",
         f"loss                {_fmt(report.get('loss'))}",
     ]
-    rows = report.get("per_class") or []
-    if rows:
-        names = [_truncate(str(row["name"]), name_width) for row in rows]
-        w = max([len("label"), len("macro avg")] + [len(n) for n in names])
-        lines += ["", f"{'label':<{w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}"]
-        for name, row in zip(names, rows):
-            lines.append(f"{name:<{w}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
-                         f"{row['support']:>8d}")
-        macro = report.get("macro") or {}
-        if macro:
-            total = sum(row["support"] for row in rows)
-            lines.append(f"{'macro avg':<{w}}  {macro['precision']:>9.4f}  {macro['recall']:>9.4f}  "
-                         f"{macro['f1']:>9.4f}  {total:>8d}")
+    lines += _prf_table(report.get("per_class") or [], report.get("macro") or {}, "label", name_width)
     return "\n".join(lines)
+
+
+def _prf_table(rows: list[dict], macro: dict, first_column: str, name_width: int) -> list[str]:
+    """The per-class (or per-label) precision/recall/F1/support table, with a macro-average row."""
+    if not rows:
+        return []
+    names = [_truncate(str(row["name"]), name_width) for row in rows]
+    w = max([len(first_column), len("macro avg")] + [len(n) for n in names])
+    lines = ["", f"{first_column:<{w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}"]
+    for name, row in zip(names, rows):
+        lines.append(f"{name:<{w}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
+                     f"{row['support']:>8d}")
+    if macro:
+        total = sum(row["support"] for row in rows)
+        lines.append(f"{'macro avg':<{w}}  {macro['precision']:>9.4f}  {macro['recall']:>9.4f}  "
+                     f"{macro['f1']:>9.4f}  {total:>8d}")
+    return lines
 
 
 # ---------------------------------------------------------------------------- the report
@@ -337,18 +342,7 @@ def format_report(report: dict, name_width: int = 12) -> str:
     for key, value in (report.get("topk") or {}).items():
         lines.append(f"{key + ' acc':<12}{_fmt(value)}")
 
-    rows = report.get("per_class") or []
-    if rows:
-        w = max([len("class"), len("macro avg")] + [len(_truncate(n, name_width)) for n in names])
-        lines += ["", f"{'class':<{w}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}"]
-        for row in rows:
-            lines.append(f"{_truncate(str(row['name']), name_width):<{w}}  {row['precision']:>9.4f}  "
-                         f"{row['recall']:>9.4f}  {row['f1']:>9.4f}  {row['support']:>8d}")
-        macro = report.get("macro") or {}
-        if macro:
-            total = sum(row["support"] for row in rows)
-            lines.append(f"{'macro avg':<{w}}  {macro['precision']:>9.4f}  {macro['recall']:>9.4f}  "
-                         f"{macro['f1']:>9.4f}  {total:>8d}")
+    lines += _prf_table(report.get("per_class") or [], report.get("macro") or {}, "class", name_width)
 
     cm = report.get("confusion_matrix")
     if cm:
