@@ -125,3 +125,21 @@ def test_resuming_a_finished_run_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "run")]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_preset_takes_its_overrides_for_the_chosen_data_set(tmp_path):
+    from mnistlab.cli import build_parser, config_from_args
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    fashion = cfg("--preset", "best", "--dataset", "fashion-mnist")
+    assert fashion.aug_flip and fashion.aug_rotate == 0 and fashion.conv_channels == (32, 64, 128)
+    digits = cfg("--preset", "best")
+    assert not digits.aug_flip and digits.aug_rotate == 10
+    # Flags still win over the preset's overrides, and a config file may name the data set.
+    assert cfg("--preset", "best", "--dataset", "fashion-mnist", "--aug-rotate", "5").aug_rotate == 5
+    conf = tmp_path / "run.json"
+    conf.write_text('{"dataset": "fashion-mnist"}')
+    assert cfg("--preset", "best", "--config", str(conf)).aug_flip
+    assert cfg("--preset", "speedrun").model == "fastcnn"

@@ -58,6 +58,8 @@ CONFIG_ERRORS = [
     (["--threshold", "1"], "--threshold is a probability in (0, 1)"),
     (["--aug-scale", "1"], "augmentation sizes"),
     (["--aug-shift", "-2"], "augmentation sizes"),
+    (["--aug-flip"], "--aug-flip: a mirrored image of synthetic is a different character"),
+    (["--space-to-depth", "0"], "--space-to-depth must be positive"),
     (["--config", "/nonexistent/run.json"], "cannot read config"),
 ]
 

@@ -81,6 +81,20 @@ def test_augmentation_keeps_shape_dtype_and_background(arrays):
     assert torch.allclose(identity, batch, atol=1e-5)
 
 
+def test_flip_mirrors_about_half_the_images_exactly(arrays):
+    x, y, tx, ty = arrays
+    batch = build_bundle(x, y, tx, ty, tuple("0123456789"), val_size=0).train.x[:200]
+    out = augment_batch(batch, torch.Generator().manual_seed(0), max_shift=0, max_rotate=0, max_scale=0, flip=True)
+    mirrored = [torch.allclose(o, b.flip(-1), atol=1e-5) for o, b in zip(out, batch)]
+    unchanged = [torch.allclose(o, b, atol=1e-5) for o, b in zip(out, batch)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))  # each image is itself or its exact mirror
+    assert 60 <= sum(m and not u for m, u in zip(mirrored, unchanged)) <= 140
+    # Without flips the random stream is the one of earlier versions: same draws, same warp.
+    plain = augment_batch(batch, torch.Generator().manual_seed(0), max_shift=2, max_rotate=10)
+    again = augment_batch(batch, torch.Generator().manual_seed(0), max_shift=2, max_rotate=10, flip=False)
+    assert torch.equal(plain, again)
+
+
 def test_dataset_view_works_with_a_dataloader(arrays):
     x, y, tx, ty = arrays
     bundle = build_bundle(x, y, tx, ty, tuple("0123456789"), val_size=100)

@@ -48,10 +48,38 @@ def test_overfits_one_batch(name, seeded):
     assert acc == 1.0, f"{name} reached only {acc:.0%} on one batch of 32"
 
 
-@pytest.mark.parametrize("name", ["softmax", "mlp", "lenet", "cnn", "gru"])
+@pytest.mark.parametrize("name", ["softmax", "mlp", "lenet", "cnn", "fastcnn", "gru"])
 def test_sizes_come_from_input_shape(name):
     model = create_model(name, 5, (3, 32, 32))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 29, 27), (3, 9, 8)])
+def test_fastcnn_takes_odd_and_small_images(shape):
+    model = create_model("fastcnn", 4, shape)
+    assert model(torch.randn(3, *shape)).shape == (3, 4)
+
+
+def test_space_to_depth_moves_pixels_into_channels_losslessly():
+    from mnistlab.models.cnn import SpaceToDepth
+
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    y = SpaceToDepth(2)(x)
+    assert y.shape == (2, 12, 2, 3)
+    assert sorted(y.flatten().tolist()) == sorted(x.flatten().tolist())
+    assert torch.equal(torch.nn.functional.pixel_shuffle(y, 2), x)
+    # Channel 1 of the first input channel holds the right-hand pixel of each 2x2 block.
+    assert torch.equal(y[:, 1], x[:, 0, 0::2, 1::2])
+    odd = SpaceToDepth(2)(torch.ones(1, 1, 5, 5))
+    assert odd.shape == (1, 4, 3, 3) and torch.equal(odd, torch.ones_like(odd))  # border repeated, not zeros
+
+
+def test_fastcnn_is_the_default_and_cnn_keeps_its_architecture():
+    assert Config().model == "fastcnn"
+    assert count_parameters(create_model("cnn")) == 12_002  # checkpoints of the old default still load
+    fast = create_model("fastcnn")
+    assert [type(m).__name__ for m in fast.features][:2] == ["SpaceToDepth", "Conv2d"]
+    assert fast.features[1].in_channels == 4
 
 
 def test_unknown_model_lists_choices():

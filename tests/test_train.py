@@ -37,7 +37,7 @@ def test_lr_schedules():
     assert lr_at(5, 100, 1.0, "step", steps_per_epoch=10, step_every=2, gamma=0.1) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("model", ["softmax", "mlp", "cnn"])
+@pytest.mark.parametrize("model", ["softmax", "mlp", "cnn", "fastcnn"])
 def test_fit_learns_synthetic(synthetic_bundle, model):
     history, losses, _ = _fit(synthetic_bundle, model=model, epochs=6, batch_size=32)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
@@ -65,7 +65,7 @@ def test_every_example_once_per_epoch(synthetic_bundle):
     assert not torch.equal(epoch_permutation(n, 0, 0, "cpu"), epoch_permutation(n, 0, 1, "cpu"))
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", ["mlp", "cnn", "fastcnn"])
 def test_fast_path_equals_classic_loop(synthetic_bundle, model):
     """Same model, seed, batch order and optimiser: the loss curves agree within float tolerance."""
     bundle = synthetic_bundle
@@ -134,3 +134,14 @@ def test_shift_images_fills_background():
 def test_steps_override_epochs(synthetic_bundle):
     history, losses, _ = _fit(synthetic_bundle, model="softmax", steps=7, batch_size=32)
     assert len(losses) == 7
+
+
+def test_tta_views_shift_and_mirror():
+    from mnistlab.train import TTA_SHIFTS, tta_views
+
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
+    views = tta_views(x)
+    assert len(views) == len(TTA_SHIFTS) and torch.equal(views[0], x)
+    mirrored = tta_views(x, mirror=True)
+    assert len(mirrored) == 2 * len(TTA_SHIFTS)
+    assert torch.equal(mirrored[len(TTA_SHIFTS)], x.flip(-1))

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from .config import PRESETS, Config, field_type
+from .config import PRESETS, Config, field_type, preset_values
 from .errors import ConfigError, MnistlabError, TrainingDiverged
 
 PROG = "mnistlab"
@@ -81,12 +81,20 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """defaults < --preset < --config FILE < flags."""
-    cfg = Config.from_dict(PRESETS[args.preset]) if getattr(args, "preset", None) else Config()
-    if getattr(args, "config", None):
-        cfg = Config.load(args.config, base=cfg)
+    """defaults < --preset (with its overrides for the chosen data set) < --config FILE < flags."""
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    return Config.from_dict(flags, base=cfg) if flags else cfg
+    preset = getattr(args, "preset", None)
+
+    def build(dataset: str | None) -> Config:
+        cfg = Config.from_dict(preset_values(preset, dataset)) if preset else Config()
+        if getattr(args, "config", None):
+            cfg = Config.load(args.config, base=cfg)
+        return Config.from_dict(flags, base=cfg) if flags else cfg
+
+    cfg = build(None)
+    # The data set may come from the flags or the config file: build again with the preset's
+    # overrides for it (a no-op for data sets without any).
+    return build(cfg.dataset) if preset else cfg
 
 
 # ----------------------------------------------------------------------------- train

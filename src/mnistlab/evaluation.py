@@ -53,7 +53,8 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     threshold = cfg.threshold if threshold is None else threshold
     if not 0 < threshold < 1:
         raise ConfigError(f"--threshold is a probability in (0, 1), got {threshold}")
-    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last, threshold=threshold)
+    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last, threshold=threshold,
+                      tta_mirror=cfg.aug_flip)
     if chosen.y.dim() == 2:  # multi-hot label sets
         decision = f"{'sigmoid' if cfg.loss == 'bce' else 'softmax'} >= {threshold:g}"
         report = multilabel_report(class_probabilities(result.logits, cfg.loss), chosen.y.cpu(), list(ckpt.class_names),

@@ -30,6 +30,11 @@ def check_names(cfg: Config) -> None:
         spec = get_dataset_spec(cfg.dataset)
         if spec.multilabel:
             check_multilabel(cfg)
+        if cfg.aug_flip and not spec.mirror_safe:
+            raise ConfigError(
+                f"--aug-flip: a mirrored image of {spec.name} is a different character (or none), so its class "
+                "would be wrong; flips are only for data sets like fashion-mnist"
+            )
         bad = [c for c in cfg.classes or () if not 0 <= c < spec.num_classes]
         if bad or (cfg.positive is not None and not 0 <= cfg.positive < spec.num_classes):
             flag = f"--classes {bad}" if bad else f"--positive {cfg.positive}"

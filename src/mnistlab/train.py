@@ -93,6 +93,12 @@ def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
+def tta_views(x: torch.Tensor, mirror: bool = False) -> list[torch.Tensor]:
+    """The test-time augmentation views of a batch: small shifts, and their mirror images if `mirror`."""
+    views = [shift_images(x, dx, dy) for dx, dy in TTA_SHIFTS]
+    return views + [v.flip(-1) for v in views] if mirror else views
+
+
 @dataclass
 class EvalResult:
     """Loss (mean over items), accuracy, and the logits in split order (on the CPU)."""
@@ -105,10 +111,12 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int = 2000, tta: bool = False,
-             channels_last: bool = False, autocast_dtype: torch.dtype | None = None, threshold: float = 0.5) -> EvalResult:
+             channels_last: bool = False, autocast_dtype: torch.dtype | None = None, threshold: float = 0.5,
+             tta_mirror: bool = False) -> EvalResult:
     """Eval mode, no shuffling, no dropped batch: sum the loss over items and divide by N.
 
     For multi-hot (N, K) labels the accuracy is subset accuracy: the whole label set, decided at `threshold`.
+    With `tta`, logits are averaged over small shifts (and their mirror images if `tta_mirror`).
     """
     start = time.perf_counter()
     was_training = model.training
@@ -122,7 +130,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int =
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
             if tta:
-                logits = torch.stack([model(shift_images(x, dx, dy)).float() for dx, dy in TTA_SHIFTS]).mean(0)
+                logits = torch.stack([model(v).float() for v in tta_views(x, tta_mirror)]).mean(0)
             else:
                 logits = model(x).float()
         total_loss += compute_loss(logits, y, loss, reduction="sum").double()
@@ -209,7 +217,7 @@ class Trainer:
 
     def evaluate(self, split: Split, tta: bool = False) -> EvalResult:
         return evaluate(self.forward, split, self.cfg.loss, self.cfg.eval_batch_size, tta, self.channels_last, self.autocast_dtype,
-                        self.cfg.threshold)
+                        self.cfg.threshold, tta_mirror=self.cfg.aug_flip)
 
     def fit(self, hooks: Hooks | None = None) -> History:
         """Train until `total_steps` (or the target accuracy), evaluating on validation each epoch."""
@@ -230,7 +238,7 @@ class Trainer:
             epoch_start = time.perf_counter()
             for x, y in iterate_batches(self.data.train, cfg.batch_size, perm, start=st.batch):
                 if cfg.augment:
-                    x = augment_batch(x, self.aug_generator, cfg.aug_shift, cfg.aug_rotate, cfg.aug_scale)
+                    x = augment_batch(x, self.aug_generator, cfg.aug_shift, cfg.aug_rotate, cfg.aug_scale, cfg.aug_flip)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = self.lr(st.step)

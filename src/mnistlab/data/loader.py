@@ -196,12 +196,15 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
 
 
 def augment_batch(
-    x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0, max_rotate: float = 0.0, max_scale: float = 0.0
+    x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0, max_rotate: float = 0.0, max_scale: float = 0.0,
+    flip: bool = False,
 ) -> torch.Tensor:
-    """Random shifts (pixels), rotations (degrees) and scalings, one affine warp for the whole batch.
+    """Random shifts (pixels), rotations (degrees), scalings and (if `flip`) left-right mirroring of
+    half the images, as one affine warp for the whole batch.
 
-    Never flips: a mirrored digit is a different character. `x` must be normalised so that the
-    background is its minimum value, which is what the warp fills the border with.
+    Flip only data whose classes survive mirroring (clothes): a mirrored digit is a different
+    character. `x` must be normalised so that the background is its minimum value, which is what
+    the warp fills the border with.
     """
     b, _, h, w = x.shape
     # Draw on the CPU generator so that results do not depend on the device.
@@ -211,7 +214,11 @@ def augment_batch(
     tx = r[:, 1] * max_shift * 2 / w  # affine_grid works in [-1, 1] coordinates
     ty = r[:, 2] * max_shift * 2 / h
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x.device, x.dtype)
+    # A mirror negates the x column of the sampling matrix (drawn only when asked, so that runs
+    # without flips keep their random stream).
+    mirror = 1 - 2 * (torch.rand(b, generator=generator) < 0.5).float() if flip else torch.ones(b)
+    theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1)
+    theta = theta.to(x.device, x.dtype)
     background = x.amin()
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # grid_sample pads with zeros; shift so the background is zero, warp, shift back.

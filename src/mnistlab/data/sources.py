@@ -53,6 +53,7 @@ class DatasetSpec:
     description: str = ""
     license: str = ""
     multilabel: bool = False  # labels are sets: multi-hot (N, K) arrays instead of class indices (N,)
+    mirror_safe: bool = False  # a left-right mirrored image keeps its class (clothes: yes; digits, letters: no)
 
     @property
     def num_classes(self) -> int:
@@ -144,6 +145,7 @@ register_dataset(
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         description="Fashion-MNIST (Zalando): 10 clothing classes, MNIST shapes",
         license="MIT",
+        mirror_safe=True,
     )
 )
 

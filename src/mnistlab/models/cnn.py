@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import register_model
 
 
 def _flat_features(features: nn.Module, in_shape: tuple[int, int, int]) -> int:
-    # Derive the flattened size from the input shape instead of hard-coding 320 or 256.
+    # Derive the flattened size from the input shape instead of hard-coding 320 or 256. Eval mode:
+    # batch norm cannot take training statistics of one value per channel (tiny maps).
+    features.eval()
     with torch.no_grad():
-        return features(torch.zeros(1, *in_shape)).flatten(1).shape[1]
+        size = features(torch.zeros(1, *in_shape)).flatten(1).shape[1]
+    features.train()
+    return size
 
 
 class LeNet(nn.Module):
@@ -33,8 +38,32 @@ class LeNet(nn.Module):
         return self.head(self.features(x).flatten(1))  # (B, 20, 4, 4) -> (B, 320) -> (B, K)
 
 
+class SpaceToDepth(nn.Module):
+    """(B, C, H, W) -> (B, C*s*s, H/s, W/s): each s x s block of pixels becomes s*s channels.
+
+    Lossless, and it turns the first convolution from one input channel at full resolution (which
+    CPU convolution kernels handle poorly) into a few channels on a 4x smaller map. Odd sizes are
+    padded by repeating the border, which is background in MNIST-style images.
+    """
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.factor
+        pad_h, pad_w = -x.shape[-2] % s, -x.shape[-1] % s
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return F.pixel_unshuffle(x, s)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
 class FastCNN(nn.Module):
-    """Stages of conv (no bias) -> max-pool 2 -> batch norm -> ReLU, then a small MLP head.
+    """An optional space-to-depth stem, stages of conv (no bias) -> max-pool 2 -> batch norm -> ReLU,
+    then a small MLP head.
 
     Batch norm sits after the pooling, on the 4x smaller map: the same normalisation for a
     fraction of the cost, which on a CPU makes the whole step up to 3x faster. Channel counts
@@ -50,10 +79,14 @@ class FastCNN(nn.Module):
         padding: int = 0,
         hidden: tuple[int, ...] = (32,),
         dropout: float = 0.0,
+        space_to_depth: int = 1,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_shape[0]
+        if space_to_depth > 1:
+            layers.append(SpaceToDepth(space_to_depth))
+            width *= space_to_depth**2
         for out in channels:
             layers += [
                 nn.Conv2d(width, out, kernel_size, padding=padding, bias=False),
@@ -83,7 +116,7 @@ def lenet(num_classes: int, in_shape: tuple[int, int, int], **_: object) -> nn.M
     return LeNet(in_shape, num_classes)
 
 
-@register_model("cnn", "small fast CNN (default): --channels, --kernel-size, --padding, --hidden, --dropout")
+@register_model("cnn", "small CNN, 5x5 convolutions: --conv-channels, --kernel-size, --padding, --hidden, --dropout")
 def cnn(
     num_classes: int,
     in_shape: tuple[int, int, int],
@@ -92,7 +125,28 @@ def cnn(
     padding: int = 0,
     hidden: tuple[int, ...] = (32,),
     dropout: float = 0.0,
+    space_to_depth: int = 1,
     **_: object,
 ) -> nn.Module:
-    """A small modern CNN built for speed on a CPU; the default model."""
-    return FastCNN(in_shape, num_classes, tuple(channels), kernel_size, padding, tuple(hidden), dropout)
+    """A small modern CNN: two 5x5 convolution stages and a 32-unit head."""
+    return FastCNN(in_shape, num_classes, tuple(channels), kernel_size, padding, tuple(hidden), dropout, space_to_depth)
+
+
+@register_model("fastcnn", "the default: cnn with a space-to-depth stem and 3x3 convolutions; fastest to 99% on a CPU")
+def fastcnn(
+    num_classes: int,
+    in_shape: tuple[int, int, int],
+    channels: tuple[int, ...] = (16, 32),
+    kernel_size: int = 3,
+    padding: int = 1,
+    hidden: tuple[int, ...] = (64,),
+    dropout: float = 0.0,
+    space_to_depth: int = 2,
+    **_: object,
+) -> nn.Module:
+    """The default model: 2x2 space-to-depth, conv 16@3x3 and 32@3x3 stages, a 64-unit head.
+
+    About the cost per image of `cnn` but twice as fast per step on a CPU, and more accurate for
+    the same training time (BENCHMARKS.md).
+    """
+    return FastCNN(in_shape, num_classes, tuple(channels), kernel_size, padding, tuple(hidden), dropout, space_to_depth)
