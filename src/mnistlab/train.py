@@ -19,6 +19,7 @@ from .config import Config
 from .data.loader import DataBundle, Split, augment_batch, epoch_permutation, iterate_batches, num_batches
 from .errors import ConfigError, TrainingDiverged
 from .losses import compute_loss, predict_classes, predict_labels
+from .optim import SGD
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -59,13 +60,16 @@ def lr_at(step: int, total_steps: int, peak_lr: float, schedule: str, warmup: fl
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """The optimiser named by the config, at the schedule's first learning rate."""
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer | SGD:
+    """The optimiser named by the config, at the schedule's first learning rate.
+
+    SGD is mnistlab's own (torch's arithmetic, bit for bit, without torch.optim's 2 s start-up).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd = cfg.peak_lr, cfg.weight_decay
     if cfg.optimizer == "sgd":
-        nesterov = cfg.nesterov and cfg.momentum > 0  # torch refuses Nesterov without momentum
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=wd)
+        nesterov = cfg.nesterov and cfg.momentum > 0  # Nesterov needs a momentum
+        return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=wd)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd)
     if cfg.optimizer == "adamw":
@@ -196,7 +200,7 @@ class History:
 class Trainer:
     """Holds the model, optimiser, data and RNG state of one run; `fit()` runs it to the end."""
 
-    def __init__(self, model: nn.Module, data: DataBundle, cfg: Config, optimizer: torch.optim.Optimizer | None = None,
+    def __init__(self, model: nn.Module, data: DataBundle, cfg: Config, optimizer: torch.optim.Optimizer | SGD | None = None,
                  state: TrainState | None = None, aug_generator: torch.Generator | None = None):
         self.model, self.data, self.cfg = model, data, cfg
         self.device = data.train.x.device

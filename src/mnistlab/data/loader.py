@@ -91,8 +91,9 @@ def to_device_split(
 ) -> Split:
     """Copy uint8 images (optionally `images[index]`) to the device and normalise them there once.
 
-    The float tensor is filled chunk by chunk, so that at no point a full uint8 copy and a full
-    float copy exist side by side: this keeps peak memory near the size of the float split.
+    The float tensor is filled chunk by chunk and normalised in place, so that neither a full
+    uint8 copy nor any float temporary exists beside it: peak memory stays near the size of the
+    float split (a float temporary per chunk used to leave ~100 MB of heap behind on the CPU).
     """
     n = len(images) if index is None else len(index)
     c, h, w = to_nchw(images[:1]).shape[1:]
@@ -102,8 +103,9 @@ def to_device_split(
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
         part = images[start:stop] if index is None else images[index[start:stop]]
-        chunk = torch.from_numpy(np.ascontiguousarray(to_nchw(part))).to(device)
-        x[start:stop] = chunk.float().div_(255.0).sub_(m).div_(s)
+        dest = x[start:stop]
+        dest.copy_(torch.from_numpy(np.ascontiguousarray(to_nchw(part))))  # uint8 -> float32 within the copy
+        dest.div_(255.0).sub_(m).div_(s)
     y = np.asarray(labels if index is None else labels[index], dtype=np.int64)
     return Split(x, torch.from_numpy(y).to(device))
 
