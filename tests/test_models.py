@@ -74,6 +74,14 @@ def test_space_to_depth_moves_pixels_into_channels_losslessly():
     assert odd.shape == (1, 4, 3, 3) and torch.equal(odd, torch.ones_like(odd))  # border repeated, not zeros
 
 
+def test_convs_per_stage_adds_full_resolution_layers():
+    model = create_model("cnn", 10, (1, 28, 28), channels=(8, 16), kernel_size=3, padding=1, convs_per_stage=2)
+    kinds = [type(m).__name__ for m in model.features]
+    stage = ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert kinds == stage * 2
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_fastcnn_is_the_default_and_cnn_keeps_its_architecture():
     assert Config().model == "fastcnn"
     assert count_parameters(create_model("cnn")) == 12_002  # checkpoints of the old default still load

@@ -4,7 +4,7 @@ Public API::
 
     from mnistlab import Config, load_dataset, create_model, fit
     data = load_dataset("mnist")
-    model = create_model("cnn", data.num_classes, data.in_shape)
+    model = create_model("fastcnn", data.num_classes, data.in_shape)
     history = fit(model, data, Config(epochs=1))
 """
 
