@@ -22,7 +22,7 @@ def _save(tmp_path, model_name="cnn", **cfg_kw):
     return path, model, cfg
 
 
-@pytest.mark.parametrize("name", ["softmax", "mlp", "cnn", "lenet", "lstm"])
+@pytest.mark.parametrize("name", ["softmax", "mlp", "cnn", "fastcnn", "lenet", "lstm"])
 def test_reload_gives_identical_logits(tmp_path, name):
     path, model, _ = _save(tmp_path, name)
     model.eval()
@@ -130,3 +130,13 @@ def test_header_length_starting_like_a_pickle_still_loads(tmp_path):
     else:
         pytest.fail("no name length produced a header length with low byte 0x80")
     assert load_checkpoint(path).cfg.name == "x" * n
+
+
+def test_config_of_an_earlier_version_still_loads():
+    """A config.json written before --space-to-depth, --convs-per-stage and --aug-flip existed."""
+    old = Config(model="cnn").to_dict()
+    for key in ("space_to_depth", "convs_per_stage", "aug_flip"):
+        del old[key]
+    cfg = Config.from_dict(old)
+    assert cfg.model == "cnn" and cfg.space_to_depth is None and not cfg.aug_flip
+    assert sum(p.numel() for p in create_model(cfg.model, 10, (1, 28, 28), **cfg.model_overrides()).parameters()) == 12_002
