@@ -93,7 +93,7 @@ def to_device_split(
 
     The float tensor is filled chunk by chunk and normalised in place, so that neither a full
     uint8 copy nor any float temporary exists beside it: peak memory stays near the size of the
-    float split (a float temporary per chunk used to leave ~100 MB of heap behind on the CPU).
+    float split (a float temporary per chunk used to leave about 35 MB more resident on the CPU).
     """
     n = len(images) if index is None else len(index)
     c, h, w = to_nchw(images[:1]).shape[1:]
