@@ -22,8 +22,8 @@ ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image
 
 MAX_PIXELS = 40_000_000  # refuse images larger than this (width * height), before decoding them
 # Big images are first reduced (JPEG draft, C box reduce) to at most this longest side. The float
-# work afterwards costs per pixel: 256 keeps a 280x280 canvas to a quarter of its pixels (one PNG
-# through `predict` in about 1 ms instead of 2), while a digit that spans a tenth of a phone
+# work afterwards costs per pixel: 256 keeps a 280x280 canvas to a quarter of its pixels (about
+# half the preparation time, decoding included), while a digit that spans a tenth of a phone
 # photo's width still keeps more pixels than the 20 it is resized to.
 WORK_SIDE = 256
 BOX_FRACTION = 20 / 28  # the digit's longest side fills this fraction of the canvas (20 px of 28)
