@@ -134,10 +134,10 @@ def test_preset_takes_its_overrides_for_the_chosen_data_set(tmp_path):
         return config_from_args(build_parser().parse_args(["train", *argv]))
 
     fashion = cfg("--preset", "best", "--dataset", "fashion-mnist")
-    assert fashion.aug_flip and fashion.aug_rotate == 0 and fashion.convs_per_stage == 2
-    assert fashion.conv_channels == (32, 48, 96) and fashion.epochs == 20  # the rest of the preset stays
+    assert fashion.aug_flip and fashion.aug_rotate == 0 and fashion.aug_scale == 0
+    assert fashion.conv_channels == (32, 48, 96) and fashion.convs_per_stage == 2  # the rest of the preset stays
     digits = cfg("--preset", "best")
-    assert not digits.aug_flip and digits.aug_rotate == 10 and digits.conv_channels == (32, 64, 128)
+    assert not digits.aug_flip and digits.aug_rotate == 10 and digits.aug_scale == 0.1
     # Flags still win over the preset's overrides, and a config file may name the data set.
     assert cfg("--preset", "best", "--dataset", "fashion-mnist", "--aug-rotate", "5").aug_rotate == 5
     conf = tmp_path / "run.json"
