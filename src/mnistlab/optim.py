@@ -62,7 +62,11 @@ class SGD:
         if weight_decay != 0:
             grads = torch._foreach_add(grads, params, alpha=weight_decay)
         if momentum != 0:
-            if any(self.momentum_buffers[i] is None for i in index):
+            if all(self.momentum_buffers[i] is not None for i in index):
+                bufs = [self.momentum_buffers[i] for i in index]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, grads, alpha=1 - dampening)
+            else:
                 # A first step (torch's rule: the buffer starts as a copy of the gradient), perhaps
                 # for only some parameters (those that had no gradient before).
                 for i, g in zip(index, grads):
@@ -72,17 +76,8 @@ class SGD:
                     else:
                         buf.mul_(momentum).add_(g, alpha=1 - dampening)
                 bufs = [self.momentum_buffers[i] for i in index]
-            else:
-                bufs = [self.momentum_buffers[i] for i in index]
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, grads, alpha=1 - dampening)
-            if nesterov:
-                if weight_decay == 0:
-                    grads = torch._foreach_add(grads, bufs, alpha=momentum)  # never modify .grad itself
-                else:
-                    torch._foreach_add_(grads, bufs, alpha=momentum)
-            else:
-                grads = bufs
+            # Out of place: `grads` may be the parameters' own .grad tensors, which stay untouched.
+            grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
         torch._foreach_add_(params, grads, alpha=-lr)
 
     def state_dict(self) -> dict[str, Any]:
