@@ -16,6 +16,7 @@ from .config import Config
 from .data.loader import ImageDataset, load_dataset
 from .models import create_model, list_models, register_model
 from .train import evaluate, fit
+from .estimator import Classifier
 
 __all__ = [
     "Config", "load_dataset", "ImageDataset", "create_model", "list_models", "register_model", "fit", "evaluate",
