@@ -200,6 +200,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         kept = session.run and session.run.checkpoint_path("last").exists()
         tail = f"; the last good checkpoint is {session.run.checkpoint_path('last')}" if kept else "; no checkpoint was written"
+        if session.run and not kept and not session.run.path.exists():
+            tail += f", so {session.run.path} was removed"  # a failed start: the same --name can start afresh
         _err(f"{e}{tail}")
         return EXIT_ERROR
     except session.Interrupted as e:
