@@ -193,17 +193,16 @@ def check_device(cfg: Config, data: DataBundle) -> torch.device:
 class Trainer:
     """Holds the model, optimiser, data and RNG state of one run; `fit()` runs it to the end.
 
-    Training runs where the data is: the model is moved to the data's device (before the optimiser
-    is built, so a given optimiser must already hold the model's parameters on that device), and a
-    `cfg.device` other than 'auto' that names another device is a ConfigError.
+    Training runs where the data is: the model is moved, in place, to the data's device (its parameters
+    keep their identity, so a given optimiser still holds them; state it already has is not moved), and
+    a `cfg.device` other than 'auto' that names another device is a ConfigError.
     """
 
     def __init__(self, model: nn.Module, data: DataBundle, cfg: Config, optimizer: torch.optim.Optimizer | SGD | None = None,
                  state: TrainState | None = None, aug_generator: torch.Generator | None = None):
         self.model, self.data, self.cfg = model, data, cfg
         self.device = check_device(cfg, data)
-        # In place (a no-op when already there): the parameters keep their identity, so an optimiser built on them works.
-        model.to(self.device)
+        model.to(self.device)  # a no-op when the model is already there
         self.channels_last = use_channels_last(model, self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
