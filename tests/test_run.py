@@ -41,6 +41,17 @@ def test_a_diverged_run_is_removed_and_the_retry_with_the_same_name_works(tmp_pa
     assert (tmp_path / "x" / "last.safetensors").is_file()
 
 
+def test_a_diverged_run_that_logged_keeps_its_steps_until_the_same_name_starts_afresh(tmp_path, capsys):
+    assert _train(tmp_path, "--lr", "1e6", "--steps", "50", "--batch-size", "8", "--log-every", "1") == 1
+    err = capsys.readouterr().err.strip()
+    run = tmp_path / "x"
+    assert f"no checkpoint was written; the steps logged are in {run / 'metrics.jsonl'}, and the same --name" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+    assert _train(tmp_path) == 0
+    assert (run / "last.safetensors").is_file()
+
+
 def test_a_folder_left_by_a_killed_start_is_reused_without_its_stale_records(tmp_path, capsys):
     """kill -9 before the first checkpoint leaves config.json and metrics.jsonl: the same --name takes it over."""
     run = tmp_path / "x"

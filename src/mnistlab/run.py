@@ -3,8 +3,9 @@
 Two runs given the same name never overwrite each other: creating a run whose folder already
 exists is an error unless the caller resumes it, or the folder is a failed start (it holds only
 what a run writes before its first checkpoint: config.json, metrics.jsonl) that no live process
-is writing. A failed start is reused by the same name; a run that fails before its first
-checkpoint removes its own folder.
+is writing. A failed start is reused by the same name. A run that fails before its first
+checkpoint and before logging anything removes its own folder; one that logged steps keeps them
+(metrics.jsonl shows what went wrong) until the same name starts afresh.
 """
 
 from __future__ import annotations
@@ -85,10 +86,17 @@ def check_reusable(path: Path, early_files: frozenset[str] = EARLY_FILES) -> Non
         os.close(fd)
 
 
-def remove_failed_start(path: Path, remove_folder: bool, early_files: frozenset[str] = EARLY_FILES) -> bool:
-    """Delete the early files of a failed start (and the folder itself if `remove_folder`); True if it was one."""
+def remove_failed_start(path: Path, remove_folder: bool, keep_records: bool = False,
+                        early_files: frozenset[str] = EARLY_FILES) -> bool:
+    """Delete the early files of a failed start (and the folder itself if `remove_folder`); True if deleted.
+
+    With `keep_records`, a failed start whose metrics.jsonl holds records is kept as it is.
+    """
     if not is_failed_start(path, early_files):
         return False  # a checkpoint or a foreign file appeared: keep everything
+    records = path / "metrics.jsonl"
+    if keep_records and records.exists() and records.stat().st_size > 0:
+        return False
     for name in early_files:
         with contextlib.suppress(FileNotFoundError):
             (path / name).unlink()
@@ -170,15 +178,16 @@ class RunDir:
             self._unlock()  # closes the descriptor, which drops the lock; a no-op the second time
 
     def remove_if_failed_start(self) -> bool:
-        """After a run created here failed before its first checkpoint: remove what it wrote; True if removed.
+        """After a run created here failed before its first checkpoint and first record: remove it; True if removed.
 
-        Only config.json and metrics.jsonl are deleted, and the folder only if create() made it and
-        it is then empty; a folder holding a checkpoint or any other file is kept as it is.
+        Only config.json (and an empty metrics.jsonl) are deleted, and the folder only if create() made
+        it; a folder holding records, a checkpoint or any other file is kept as it is (and a folder
+        holding only config.json and records is reused by the same --name).
         """
         if not self._started:
             return False  # not started by this process (a resumed run): never ours to remove
         try:
-            return remove_failed_start(self.path, remove_folder=self._made_folder)
+            return remove_failed_start(self.path, remove_folder=self._made_folder, keep_records=True)
         finally:
             self.release()
 

@@ -146,8 +146,8 @@ class TrainSession:
         try:
             history = self.trainer.fit(hooks)
         except BaseException:
-            # A run that fails (diverges, errors, a second Ctrl-C) before its first checkpoint leaves nothing
-            # worth keeping: remove its config.json and metrics.jsonl so that the same --name starts afresh.
+            # A run that fails (diverges, errors, a second Ctrl-C) before its first checkpoint and first record
+            # leaves nothing worth keeping: remove it. (Any folder without a checkpoint is reused by the same --name.)
             if run:
                 run.remove_if_failed_start()
             raise

@@ -89,8 +89,8 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
         path = save_lm(run / FILENAME, result["model"], cfg, result["vocab"], result["most_common"], m)
     except BaseException:
         # Failed (too short a text, divergence, Ctrl-C, an error) before lm.safetensors was written: remove
-        # what this run wrote, so that the same --out works next time. A folder with anything else is kept.
-        remove_failed_start(run, remove_folder=made)
+        # the folder unless it logged evaluations (kept to read; the same --out still reuses it).
+        remove_failed_start(run, remove_folder=made, keep_records=True)
         raise
     finally:
         if lock is not None:
