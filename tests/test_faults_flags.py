@@ -137,6 +137,7 @@ def test_unknown_data_set_lists_the_registered_ones(tmp_path, capsys):
 
 def test_taken_name_is_refused_before_loading(tmp_path, capsys):
     (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "last.safetensors").write_bytes(b"a run")  # an empty folder would be reused
     assert main(_argv(tmp_path, ["--name", "mine"])) == 2
     assert "already exists" in capsys.readouterr().err
     assert list((tmp_path / "runs").iterdir()) == [tmp_path / "runs" / "mine"]

@@ -144,3 +144,44 @@ def test_cli_train_then_sample(tmp_path, capsys, one_thread):
     assert captured.out.startswith("Once ✓") and len(captured.out.rstrip("\n")) == len("Once ✓") + 40
     assert "never saw" in captured.err
     assert main(["lm", "train", "--text", str(text), "--out", str(out), "-q"]) == 2  # refuses to overwrite a run
+
+
+LM_FAST = ["--model", "gru", "--hidden-size", "16", "--seq-len", "16", "--batch-size", "4", "--steps", "5", "-q"]
+
+
+def test_a_failed_lm_start_never_blocks_the_retry_with_the_same_out(tmp_path, capsys, one_thread, monkeypatch):
+    text = tmp_path / "text.txt"
+    text.write_text("Once upon a time, a café sold tea. " * 60, encoding="utf-8")
+    short = tmp_path / "short.txt"
+    short.write_text("too short", encoding="utf-8")
+    out = tmp_path / "run"
+    # Fails inside training (after the folder was made): the folder is removed again.
+    assert main(["lm", "train", "--text", str(short), *LM_FAST, "--out", str(out)]) == 2
+    assert "too short" in capsys.readouterr().err
+    assert not out.exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mnistlab.lm.train.train_lm", interrupted)  # Ctrl-C during training
+    assert main(["lm", "train", "--text", str(text), *LM_FAST, "--out", str(out)]) == 130
+    assert not out.exists()
+    monkeypatch.undo()
+
+    # What a killed start leaves behind (config.json, metrics.jsonl, no lm.safetensors) is taken over.
+    out.mkdir()
+    (out / "config.json").write_text('{"model": "lstm"}')
+    (out / "metrics.jsonl").write_text('{"kind": "eval", "step": 999}\n')
+    assert main(["lm", "train", "--text", str(text), *LM_FAST, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model"] == "gru"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("step") for r in records if r["kind"] == "eval"][-1] == 5 and all(r.get("step") != 999 for r in records)
+    # A finished run, or a folder with anything else in it, is never reused or touched.
+    before = (out / "lm.safetensors").read_bytes()
+    assert main(["lm", "train", "--text", str(text), *LM_FAST, "--out", str(out)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (out / "lm.safetensors").read_bytes() == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(["lm", "train", "--text", str(short), *LM_FAST, "--out", str(tmp_path / "notes")]) == 2
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"

@@ -54,17 +54,21 @@ def classic_train(model: torch.nn.Module, optimizer: Any, loader_for_epoch: Call
                   epochs: int, lr_for_step: Callable[[int], float], loss: str = "ce",
                   on_step: Callable[[float], None] | None = None, on_epoch_end: Callable[[int, float], None] | None = None,
                   max_steps: int | None = None, label_smoothing: float = 0.0) -> float:
-    """The lectures' loop: for each batch, zero_grad, forward, loss, backward, step. Returns training seconds.
+    """The lectures' loop: for each batch, move it to the model's device, zero_grad, forward, loss, backward,
+    step. Returns training seconds (the clock read after the device finished its queued work).
 
     `max_steps` ends training inside an epoch (for fractional epochs, as the fast path does).
     """
+    from .device import model_device, timer
     from .losses import compute_loss
 
+    device = model_device(model) or torch.device("cpu")
     step, seconds = 0, 0.0
     for epoch in range(epochs):
         model.train()
-        start = time.perf_counter()
+        start = timer(device)
         for x, y in loader_for_epoch(epoch):
+            x, y = x.to(device), y.to(device)  # the DataLoader yields CPU tensors, as in the lectures
             for group in optimizer.param_groups:
                 group["lr"] = lr_for_step(step)
             optimizer.zero_grad()
@@ -77,7 +81,7 @@ def classic_train(model: torch.nn.Module, optimizer: Any, loader_for_epoch: Call
                 on_step(batch_loss.item())
             if max_steps is not None and step >= max_steps:
                 break
-        seconds += time.perf_counter() - start
+        seconds += timer(device) - start
         if on_epoch_end:
             on_epoch_end(epoch, seconds)
         if max_steps is not None and step >= max_steps:
@@ -87,10 +91,14 @@ def classic_train(model: torch.nn.Module, optimizer: Any, loader_for_epoch: Call
 
 @torch.inference_mode()
 def classic_test(model: torch.nn.Module, loader: Any) -> float:
-    """Accuracy over a DataLoader, as the lectures' test() computes it."""
+    """Accuracy over a DataLoader, as the lectures' test() computes it (each batch moved to the model's device)."""
+    from .device import model_device
+
+    device = model_device(model) or torch.device("cpu")
     model.eval()
     correct = total = 0
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         correct += (model(x).argmax(1) == y).sum().item()
         total += len(y)
     return correct / total
@@ -129,7 +137,8 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
     from .data.loader import build_bundle
     from .data.raw import load_raw
     from .session import build_model
-    from .train import Trainer, lr_at, resolve_device
+    from .device import resolve_device
+    from .train import Trainer, lr_at
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

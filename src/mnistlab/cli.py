@@ -200,6 +200,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         kept = session.run and session.run.checkpoint_path("last").exists()
         tail = f"; the last good checkpoint is {session.run.checkpoint_path('last')}" if kept else "; no checkpoint was written"
+        if session.run and not kept:  # a failed start: removed if it logged nothing; the same --name reuses it
+            gone = not session.run.path.exists()
+            tail += f", so {session.run.path} was removed" if gone else (
+                f"; the steps logged are in {session.run.metrics_path}, and the same --name starts afresh")
         _err(f"{e}{tail}")
         return EXIT_ERROR
     except session.Interrupted as e:

@@ -11,8 +11,8 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data.images import prepare_image
+from .device import resolve_device, uses_convolutions
 from .losses import as_class_logits, class_probabilities
-from .train import resolve_device, uses_convolutions
 
 
 @dataclass

@@ -143,12 +143,20 @@ class TrainSession:
             save_checkpoint=(lambda kind, st: save_trainer(run, kind, self.trainer, st)) if run else None,
             should_stop=should_stop,
         )
-        history = self.trainer.fit(hooks)
+        try:
+            history = self.trainer.fit(hooks)
+        except BaseException:
+            # A run that fails (diverges, errors, a second Ctrl-C) before its first checkpoint and first record
+            # leaves nothing worth keeping: remove it. (Any folder without a checkpoint is reused by the same --name.)
+            if run:
+                run.remove_if_failed_start()
+            raise
         if run:
             test = history.test
             run.log({"kind": "test", "step": self.trainer.state.step, "test_loss": test.loss, "test_acc": test.acc,
                      "train_time_s": history.train_seconds, "test_time_s": history.test_seconds})
             write_artifacts(run, self.cfg, self.data, test.logits)
+            run.release()
         return history
 
 

@@ -17,24 +17,11 @@ import torch.nn.functional as F
 
 from .config import Config
 from .data.loader import DataBundle, Split, augment_batch, epoch_permutation, iterate_batches, num_batches
+# resolve_device and uses_convolutions moved to device.py; they stay importable from here.
+from .device import autocast, resolve_device, same_device, synchronize, use_channels_last, uses_convolutions
 from .errors import ConfigError, TrainingDiverged
 from .losses import compute_loss, predict_classes, predict_labels
 from .optim import SGD
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then MPS, then the CPU; asking for a device that is absent is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (use --device auto or cpu)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: Apple's MPS backend is not available (use --device auto or cpu)")
-    return torch.device(name)
 
 
 def lr_at(step: int, total_steps: int, peak_lr: float, schedule: str, warmup: float = 0.0,
@@ -77,11 +64,6 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer | SG
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=lr, weight_decay=wd)
     raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")
-
-
-def uses_convolutions(model: nn.Module) -> bool:
-    """True for models with 2-D convolutions, which run faster on channels_last tensors."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -132,7 +114,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int =
     for x, y in iterate_batches(split, batch_size):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        with autocast(device, autocast_dtype):
             if tta:
                 logits = torch.stack([model(v).float() for v in tta_views(x, tta_mirror)]).mean(0)
             else:
@@ -197,14 +179,31 @@ class History:
     state: TrainState | None = None
 
 
+def check_device(cfg: Config, data: DataBundle) -> torch.device:
+    """The device training runs on: the data's. A `cfg.device` other than 'auto' must name that device."""
+    device = data.train.x.device
+    if cfg.device != "auto" and not same_device(resolve_device(cfg.device), device):
+        raise ConfigError(
+            f"device {cfg.device!r} was asked for, but the data is on {device}: load the data there "
+            f"(load_dataset(..., device={cfg.device!r})) or leave the device 'auto'"
+        )
+    return device
+
+
 class Trainer:
-    """Holds the model, optimiser, data and RNG state of one run; `fit()` runs it to the end."""
+    """Holds the model, optimiser, data and RNG state of one run; `fit()` runs it to the end.
+
+    Training runs where the data is: the model is moved, in place, to the data's device (its parameters
+    keep their identity, so a given optimiser still holds them; state it already has is not moved), and
+    a `cfg.device` other than 'auto' that names another device is a ConfigError.
+    """
 
     def __init__(self, model: nn.Module, data: DataBundle, cfg: Config, optimizer: torch.optim.Optimizer | SGD | None = None,
                  state: TrainState | None = None, aug_generator: torch.Generator | None = None):
         self.model, self.data, self.cfg = model, data, cfg
-        self.device = data.train.x.device
-        self.channels_last = uses_convolutions(model) and self.device.type != "mps"
+        self.device = check_device(cfg, data)
+        model.to(self.device)  # a no-op when the model is already there
+        self.channels_last = use_channels_last(model, self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = optimizer or build_optimizer(model, cfg)
@@ -248,7 +247,7 @@ class Trainer:
                 lr = self.lr(st.step)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=self.autocast_dtype is not None):
+                with autocast(self.device, self.autocast_dtype):
                     logits = self.forward(x).float()
                 loss = compute_loss(logits, y, cfg.loss, cfg.label_smoothing)
                 # One sync per step: a NaN/inf loss must stop the run before it poisons the weights.
@@ -293,6 +292,7 @@ class Trainer:
                     if hooks.save_checkpoint:
                         hooks.save_checkpoint("last", st)
                     raise TrainingInterrupted(st)
+            synchronize(self.device)  # once per epoch: the epoch's time includes its queued GPU work
             epoch_seconds = time.perf_counter() - epoch_start
             st.train_seconds += epoch_seconds
             record = {
@@ -329,5 +329,9 @@ class Trainer:
 
 
 def fit(model: nn.Module, data: DataBundle, cfg: Config, hooks: Hooks | None = None) -> History:
-    """Train `model` on `data` as `cfg` says and evaluate it on the test split."""
+    """Train `model` on `data` as `cfg` says and evaluate it on the test split.
+
+    The model is moved (in place) to the device the data is on, e.g. `load_dataset(..., device="cuda")`;
+    `cfg.device` other than 'auto' must name that same device, or a ConfigError says so.
+    """
     return Trainer(model, data, cfg).fit(hooks)

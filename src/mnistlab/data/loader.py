@@ -291,7 +291,7 @@ def load_dataset(
     download: bool = True,
     val_size: int = 5000,
     normalize: str = "standard",
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "auto",
     seed: int = 0,
     classes: tuple[int, ...] | None = None,
     positive: int | None = None,
@@ -303,8 +303,12 @@ def load_dataset(
     """Load a registered data set (or folder:PATH / csv:PATH) as device-resident, normalised splits.
 
     Args:
+        device: 'auto' (the default, as in Config) picks CUDA, then MPS, then the CPU.
         image_size, channels, test_size: for folder:/csv: data sets only (see data/custom.py).
     """
+    from ..device import resolve_device  # the one meaning of 'auto', shared with Config and the trainer
+
+    device = resolve_device(device)
     raw = load_any(name, data_dir=data_dir, download=download, image_size=image_size, channels=channels,
                    test_size=test_size, seed=seed)
     return build_bundle(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import typing
@@ -29,21 +30,37 @@ def _add_lm_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
-def _run_dir(out: str | None, cfg: LMConfig) -> Path:
+def _run_dir(out: str | None, cfg: LMConfig) -> tuple[Path, bool, int | None]:
+    """(folder, whether it was made here, its lock) for a new LM run.
+
+    An existing folder is taken only when empty or a failed start (config.json and metrics.jsonl but no
+    lm.safetensors, and no live process training in it); its stale files are removed first.
+    """
+    from ..run import is_failed_start, lock_folder, remove_failed_start
+
     path = Path(out) if out else Path("runs") / f"lm-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and any(path.iterdir()):
+    reuse = path.exists()
+    if reuse and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder: choose another --out")
+    if reuse and not is_failed_start(path):
         raise ConfigError(f"{path} already exists and is not empty: choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create {path}: {e.strerror or e}") from None
-    return path
+    lock = lock_folder(path)
+    if reuse and not remove_failed_start(path, remove_folder=False):  # checked again under the lock
+        if lock is not None:
+            os.close(lock)
+        raise ConfigError(f"{path} already exists and is not empty: choose another --out")
+    return path, not reuse, lock
 
 
 def cmd_lm_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..fileio import append_jsonl, atomic_write_json
+    from ..run import remove_failed_start
     from . import DEFAULT_TEXT
     from .checkpoint import FILENAME, save_lm
     from .data import read_text
@@ -54,10 +71,7 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     text_path = Path(cfg.text) if cfg.text else DEFAULT_TEXT
     text = read_text(text_path)
-    run = _run_dir(args.out, cfg)
-    atomic_write_json(run / "config.json", cfg.to_dict())
-    if not args.quiet:
-        _out(f"{cfg.model} language model on {text_path} ({len(text):,} characters); run {run}")
+    run, made, lock = _run_dir(args.out, cfg)
 
     def on_eval(record: dict) -> None:
         append_jsonl(run / "metrics.jsonl", record)
@@ -65,10 +79,22 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
             _out(f"step {record['step']:>6}  epoch {record['epoch']:6.2f}  train loss {record['train_loss']:.4f}"
                  f"  | val loss {record['val_loss']:.4f} perplexity {record['val_ppl']:7.3f}  | {record['time_s']:7.1f} s")
 
-    result = train_lm(text, cfg, on_eval=on_eval)
-    m = result["metrics"]
-    append_jsonl(run / "metrics.jsonl", {"kind": "final", **m})
-    path = save_lm(run / FILENAME, result["model"], cfg, result["vocab"], result["most_common"], m)
+    try:
+        atomic_write_json(run / "config.json", cfg.to_dict())
+        if not args.quiet:
+            _out(f"{cfg.model} language model on {text_path} ({len(text):,} characters); run {run}")
+        result = train_lm(text, cfg, on_eval=on_eval)
+        m = result["metrics"]
+        append_jsonl(run / "metrics.jsonl", {"kind": "final", **m})
+        path = save_lm(run / FILENAME, result["model"], cfg, result["vocab"], result["most_common"], m)
+    except BaseException:
+        # Failed (too short a text, divergence, Ctrl-C, an error) before lm.safetensors was written: remove
+        # the folder unless it logged evaluations (kept to read; the same --out still reuses it).
+        remove_failed_start(run, remove_folder=made, keep_records=True)
+        raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     _out(
         f"vocabulary {len(result['vocab'])} characters; {result['num_train_chars']:,} train, "
         f"{result['num_val_chars']:,} validation characters",

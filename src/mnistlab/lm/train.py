@@ -111,12 +111,12 @@ def evaluate_lm(model: CharLM, ids: np.ndarray, seq_len: int, device: torch.devi
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; an unavailable cuda is a ConfigError."""
+    """auto -> cuda when available, else cpu (the LM does not offer MPS); otherwise mnistlab's resolve_device."""
+    from ..device import resolve_device as resolve
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return torch.device(name)
+    return resolve(name)
 
 
 def train_lm(text: str, cfg: LMConfig, on_eval: Callable[[dict], None] | None = None) -> dict:
