@@ -103,14 +103,14 @@ def test_bad_checkpoint_is_one_line_and_exit_1(run, image, tmp_path, capsys, mon
     bad = tmp_path / "bad.safetensors"
     make(run / "last.safetensors", bad)
     if case == "no read permission":  # root reads anything: make the OS refusal happen
-        real = Path.read_bytes
+        real = Path.open  # Path.read_bytes opens through it too
 
-        def read_bytes(self):
+        def refuse(self, *args, **kwargs):
             if self == bad:
                 raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
+            return real(self, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        monkeypatch.setattr(Path, "open", refuse)
     argv = ["evaluate", str(bad)] if command == "evaluate" else ["predict", str(bad), str(image)]
     assert main(argv) == 1
     captured = capsys.readouterr()
