@@ -4,6 +4,8 @@ MNIST was made by fitting each digit's bounding box into 20x20 with anti-aliasin
 in a 28x28 field so that its centre of mass sits at the centre (an integer shift: the centres of mass
 of the real test set average (14.0, 14.0) with a spread of 0.29 px, which is exactly that rounding).
 `prepare_image` repeats those steps for any picture of a digit, whatever its mode, polarity or size.
+A picture with no ink (uniform, pure noise, a lone speck) is blank: `is_blank` and `find_blanks`
+apply the one rule that `prepare_image` uses, so callers can say "no digit found" instead of guessing.
 """
 
 from __future__ import annotations
