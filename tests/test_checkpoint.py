@@ -140,3 +140,127 @@ def test_config_of_an_earlier_version_still_loads():
     cfg = Config.from_dict(old)
     assert cfg.model == "cnn" and cfg.space_to_depth is None and not cfg.aug_flip
     assert sum(p.numel() for p in create_model(cfg.model, 10, (1, 28, 28), **cfg.model_overrides()).parameters()) == 12_002
+
+
+# ----------------------------------------------------------------------------- one reader, every kind
+
+
+def _save_kind(kind: str, path, pad: int = 0):
+    """A small checkpoint of `kind` whose metadata carries `pad` extra characters; returns what it saved."""
+    import numpy as np
+
+    if kind == "image":
+        model = create_model("softmax")
+        save_checkpoint(path, model, Config(model="softmax", name="x" * pad or None), tuple("0123456789"), (1, 28, 28),
+                        ((0.0,), (1.0,)))
+        return model
+    if kind == "lm":
+        from mnistlab.lm.checkpoint import save_lm
+        from mnistlab.lm.data import Vocab
+        from mnistlab.lm.train import LMConfig, build_lm
+
+        cfg = LMConfig(model="gru", hidden_size=8, embed_size=4, device="cpu")
+        torch.manual_seed(0)
+        model = build_lm(cfg, 5)
+        save_lm(path, model, cfg, Vocab(tuple("ab c\n")), " ", {"note": "x" * pad})
+        return model
+    from mnistlab.scratch import MLP
+    from mnistlab.scratch.train import save_numpy_model
+
+    model = MLP(6, (5,), 3, seed=0)
+    save_numpy_model(path, model, Config(model="mlp", engine="numpy", hidden=(5,), name="x" * pad or None), ("a", "b", "c"), (0.1, 0.3))
+    return model
+
+
+def _reload(kind: str, path):
+    if kind == "image":
+        return load_checkpoint(path).build_model()
+    if kind == "lm":
+        from mnistlab.lm.checkpoint import load_lm
+
+        return load_lm(path)[0]
+    from mnistlab.scratch.train import load_numpy_model
+
+    return load_numpy_model(path)[0]
+
+
+def _same(kind: str, a, b) -> bool:
+    import numpy as np
+
+    if kind == "numpy":
+        return all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+KINDS = ["image", "lm", "numpy"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_header_length_with_low_byte_0x80_loads_for_every_kind(tmp_path, kind):
+    """The header length's low byte is the file's first byte: 0x80 (a pickle's PROTO opcode) must still load.
+
+    On 6a3e47d the LM reader refused such a file as a pickle before parsing it (one LM in 32).
+    """
+    path = tmp_path / "c.safetensors"
+    for pad in range(0, 300):
+        model = _save_kind(kind, path, pad)
+        data = path.read_bytes()
+        if int.from_bytes(data[:8], "little") & 0xFF == 0x80:
+            break
+    else:
+        pytest.fail("no padding produced a header length with low byte 0x80")
+    assert data[:1] == b"\x80"
+    assert _same(kind, model, _reload(kind, path))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_reader_names_the_kind_and_refuses_the_others(tmp_path, kind):
+    from mnistlab.checkpoint import read_checkpoint
+
+    path = tmp_path / "c.safetensors"
+    _save_kind(kind, path)
+    ckpt = read_checkpoint(path)
+    assert ckpt.kind == kind and ckpt.meta["format_version"] == 1
+    for other in KINDS:
+        if other != kind:
+            with pytest.raises(CheckpointError, match=f"^{path}: an? .*, not an? "):
+                _reload(other, path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_for_every_kind(tmp_path, kind, value):
+    """A diverged model used to predict "8 (nan%)"; now the reader names the file and the tensor."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good, bad = tmp_path / "good.safetensors", tmp_path / "bad.safetensors"
+    _save_kind(kind, good)
+    with safe_open(good, framework="pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}
+    name = sorted(tensors)[-1]
+    tensors[name].view(-1)[0] = value
+    save_file(tensors, bad, metadata=header)
+    _reload(kind, good)  # the control loads
+    with pytest.raises(CheckpointError, match=f"^{bad}: tensor {name} holds NaN or infinite values"):
+        _reload(kind, bad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_run_folder_of_another_kind_is_named(tmp_path, kind):
+    from mnistlab.checkpoint import KINDS as FILES
+
+    _save_kind(kind, tmp_path / FILES[kind][2][0])
+    assert _same(kind, _reload(kind, tmp_path), _reload(kind, tmp_path / FILES[kind][2][0]))  # the folder works
+    for other in KINDS:
+        if other != kind:
+            with pytest.raises(CheckpointError, match="this folder holds"):
+                _reload(other, tmp_path)
+
+
+def test_zero_std_in_the_metadata_is_refused(tmp_path):
+    model = create_model("softmax")
+    path = save_checkpoint(tmp_path / "c.safetensors", model, Config(model="softmax"), tuple("0123456789"), (1, 28, 28),
+                           ((0.0,), (0.0,)))
+    with pytest.raises(CheckpointError, match="normalisation is unusable"):
+        load_checkpoint(path)

@@ -407,3 +407,104 @@ def test_random_arrays_give_an_image_or_image_error(arr, channels):
     except ImageError:
         return
     assert _valid(out, channels)
+
+
+# ----------------------------------------------------------------------------- blank pictures
+
+
+def _blank_pictures() -> dict:
+    rng = np.random.default_rng(0)
+    speck = np.full((60, 60), 255, np.uint8)
+    speck[20, 30] = speck[21, 30] = 0  # two dark pixels: dust, not a digit
+    return {
+        "white": Image.new("L", (64, 64), 255),
+        "black": Image.new("L", (64, 64), 0),
+        "1x1 white": Image.new("L", (1, 1), 255),
+        "1x1 black": Image.new("RGB", (1, 1)),
+        "2x2 one dark pixel": np.array([[255, 255], [0, 255]], np.uint8),
+        "uniform gray": np.full((40, 30), 128, np.uint8),
+        "two-pixel speck": speck,
+        "fully transparent": np.zeros((50, 40, 4), np.uint8),
+        "gaussian noise 5 on gray": np.clip(rng.normal(128, 5, (64, 64)), 0, 255).astype(np.uint8),
+        "gaussian noise 30 on gray": np.clip(rng.normal(128, 30, (100, 100)), 0, 255).astype(np.uint8),
+        "gaussian noise 20 on white": np.clip(rng.normal(235, 20, (300, 200)), 0, 255).astype(np.uint8),
+        "gaussian noise float": rng.normal(0, 1, (28, 28)).astype(np.float32),
+        "uniform noise, full range": rng.integers(0, 256, (28, 28)).astype(np.uint8),
+        "uniform noise, full range, big": rng.integers(0, 256, (600, 500)).astype(np.uint8),
+        "uniform noise, 100..156": rng.integers(100, 157, (64, 64)).astype(np.uint8),
+        "colour noise": rng.integers(0, 256, (80, 80, 3)).astype(np.uint8),
+        "white JPEG": Image.open(io.BytesIO(encode(Image.new("RGB", (640, 480), (250, 250, 245)), "JPEG"))),
+    }
+
+
+BLANKS = _blank_pictures()
+
+
+@pytest.mark.parametrize("name", list(BLANKS))
+def test_pictures_without_a_digit_are_blank(name):
+    """On 6a3e47d the noise pictures were "prepared" into a digit-sized blob that the model then classified."""
+    picture = BLANKS[name]
+    assert images.is_blank(picture)
+    out = prepare_image(picture)
+    assert out.max() == 0  # and preparing one gives the blank canvas
+    assert images.is_blank(out) and images.find_blanks(out[None]).tolist() == [True]
+
+
+def _real_digits(mnist_raw) -> dict:
+    """Real digits in the ways people hand them over; none of them may ever be called blank."""
+    d = mnist_raw.test_x[0]  # a 7
+    small = np.full((200, 200), 255, np.uint8)
+    small[150:160, 5:15] = 255 - np.asarray(Image.fromarray(d).resize((10, 10), Image.Resampling.BILINEAR))
+    thin = Image.new("L", (28, 28), 255)
+    ImageDraw.Draw(thin).line([(14, 5), (14, 23)], fill=0, width=1)  # a "1" one pixel wide
+    thin_big = Image.new("L", (400, 300), 255)
+    ImageDraw.Draw(thin_big).line([(200, 40), (200, 260)], fill=0, width=1)  # halved by the reduction to 256 px
+    rng = np.random.default_rng(1)
+    grainy = np.clip(np.asarray(draw_seven(), np.float32) * 0.5 + 100 + rng.normal(0, 8, (300, 400)), 0, 255)
+    shade = np.linspace(250, 170, 400, dtype=np.float32)[None, :]  # light falloff across the page
+    shaded = np.minimum(shade, np.asarray(draw_seven(ink=110), np.float32))
+    faint = np.asarray(draw_seven(ink=225, paper=255))  # pencil: 30 levels of contrast
+    return {
+        "MNIST array": d,
+        "inverted": 255 - d,
+        "small off-centre": small,
+        "thin stroke": thin,
+        "thin stroke on a big canvas": thin_big,
+        "grainy paper": grainy.astype(np.uint8),
+        "shaded photo": shaded.astype(np.uint8),
+        "faint pencil": faint,
+        "low-contrast gray": draw_seven(ink=80, paper=170),
+        "RGB JPEG photo": Image.open(io.BytesIO(encode(draw_seven((2000, 1500), (600, 200, 1500, 1300)).convert("RGB"),
+                                                       "JPEG", quality=85))),
+        "transparent drawing": np.dstack([np.zeros((300, 400, 3), np.uint8), 255 - np.asarray(draw_seven())]),
+    }
+
+
+def test_real_digits_are_never_blank(mnist_raw, tmp_path):
+    for name, picture in _real_digits(mnist_raw).items():
+        assert not images.is_blank(picture), name
+        out = prepare_image(picture)
+        assert out.max() > 200 and not images.is_blank(out), name
+
+
+def test_no_mnist_digit_is_blank_in_any_form(mnist_raw, tmp_path):
+    """All 10,000 test digits and every 10th training digit, as arrays and inverted; 200 of each saved as PNG files."""
+    for x in (mnist_raw.test_x, mnist_raw.train_x[::10]):
+        assert not images.find_blanks(x).any()
+        assert not images.find_blanks(255 - x).any()  # black on white
+    for i, d in enumerate(mnist_raw.test_x[::50]):
+        for name, a in ((f"{i}.png", d), (f"{i}-inverted.png", 255 - d)):
+            Image.fromarray(a).save(tmp_path / name)
+            assert not images.is_blank(tmp_path / name), name
+            assert not images.is_blank(prepare_image(tmp_path / name)), name
+
+
+def test_find_blanks_agrees_with_is_blank(mnist_raw):
+    pictures = [np.asarray(BLANKS[k]) for k in ("uniform gray", "gaussian noise 30 on gray", "two-pixel speck")]
+    batch = np.stack([np.asarray(Image.fromarray(p).resize((28, 28))) if p.shape != (28, 28) else p for p in pictures]
+                     + list(mnist_raw.test_x[:5]))
+    assert images.find_blanks(batch).tolist() == [images.is_blank(x) for x in batch] == [True] * 3 + [False] * 5
+    colour = np.repeat(batch[..., None], 3, axis=3)  # (N, 28, 28) -> (N, 28, 28, 3)
+    assert images.find_blanks(colour).tolist() == images.find_blanks(batch).tolist()
+    with pytest.raises(ValueError, match="uint8 images"):
+        images.find_blanks(batch.astype(np.float32))

@@ -1,9 +1,15 @@
-"""Checkpoints: one safetensors file per checkpoint, never a pickle.
+"""Checkpoints: one safetensors file per checkpoint, never a pickle; one reader and one writer for every kind.
 
-The file holds the model weights under `model.*`, and for a resumable checkpoint the optimiser's
-tensors under `optim.*` and the RNG states under `rng.*`. Its JSON metadata (safetensors' string
-header) holds the config, the class names, the input shape, the training position and the package
-version, so one file is enough to rebuild the exact model. The whole file is written atomically.
+Three kinds share the format. An image model (`mnistlab train`) holds its weights under `model.*`,
+and for a resumable checkpoint the optimiser's tensors under `optim.*` and the RNG states under
+`rng.*`; a character language model (`mnistlab lm train`) holds its weights; a NumPy model
+(`--engine numpy`) holds its arrays. The JSON metadata (safetensors' string header, key "mnistlab")
+names the kind (`format`) and holds the config and whatever else rebuilds the exact model.
+
+`read_checkpoint` is the only reader: safetensors parses the file first (its header length may start
+with any byte, 0x80 included), and only when that fails is the file looked at as a pickle or a
+torch.save zip, to refuse it by name (nothing is ever unpickled). Tensors with NaN or infinite values
+are refused on load. `write_checkpoint` is the only writer, and writes the whole file atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -24,6 +31,29 @@ from .fileio import atomic_write_bytes
 FORMAT = "mnistlab-checkpoint"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
+
+# kind -> the `format` string in its metadata, the newest format version this code reads, and the file
+# names a run folder of that kind holds (first found is loaded).
+KINDS = {
+    "image": (FORMAT, FORMAT_VERSION, ("last" + SUFFIX, "best" + SUFFIX)),  # last: the model `train` scored
+    "lm": ("mnistlab-lm", 1, ("lm" + SUFFIX,)),
+    "numpy": ("mnistlab-numpy", 1, ("weights" + SUFFIX,)),
+}
+_KIND_OF_FORMAT = {fmt: kind for kind, (fmt, _, _) in KINDS.items()}
+# What to tell someone who hands one kind to a command for another.
+_KIND_NAMES = {
+    "image": "an image-model checkpoint (use `mnistlab predict` or `mnistlab evaluate`)",
+    "lm": "a character language-model checkpoint (use `mnistlab lm sample`)",
+    "numpy": "a NumPy model (--engine numpy; its test accuracy is in its run's metrics.jsonl)",
+}
+_WANTED = {"image": "an image-model checkpoint", "lm": "a language-model checkpoint", "numpy": "a NumPy model"}
+# A safetensors file without our metadata, by the kind that was asked for.
+_NOT_OURS = {
+    None: "not an mnistlab checkpoint (no mnistlab metadata)",
+    "image": "not an mnistlab checkpoint (no mnistlab metadata)",
+    "lm": "not an mnistlab language-model checkpoint (train one with `mnistlab lm train`)",
+    "numpy": "not a NumPy mnistlab model (no mnistlab metadata)",
+}
 
 
 def _version() -> str:
@@ -57,6 +87,27 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def write_checkpoint(path: str | os.PathLike, kind: str, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """The one writer: torch tensors or NumPy arrays plus JSON `meta` as one safetensors file, atomically.
+
+    `meta` gains the kind's `format`, `format_version` and the package `version` in front.
+    """
+    fmt, version, _ = KINDS[kind]
+    meta = {"format": fmt, "format_version": version, "version": _version(), **meta}
+    header = {"mnistlab": json.dumps(meta)}
+    if all(isinstance(v, np.ndarray) for v in tensors.values()) and tensors:
+        from safetensors.numpy import save
+
+        data = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=header)
+    else:
+        from safetensors.torch import save
+
+        # clone(): safetensors refuses tensors that share memory (tied or viewed parameters).
+        data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=header)
+    atomic_write_bytes(path, data)
+    return Path(path)
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -68,15 +119,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     rng: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write weights (+ optimiser and RNG state when given) and metadata atomically to `path`."""
-    from safetensors.torch import save
-
+    """Write an image model's weights (+ optimiser and RNG state when given) and metadata atomically to `path`."""
     model = getattr(model, "_orig_mod", model)  # save the uncompiled module's names
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "version": _version(),
         "config": cfg.to_dict(),
         "class_names": list(class_names),
         "in_shape": list(in_shape),
@@ -88,21 +134,24 @@ def save_checkpoint(
         opt_tensors, meta["optimizer"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
     for name, value in (rng or {}).items():
-        tensors[f"rng.{name}"] = value.detach().cpu().contiguous()
-    # clone(): safetensors refuses tensors that share memory (tied or viewed parameters).
-    tensors = {k: v.clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(tensors, metadata={"mnistlab": json.dumps(meta)}))
-    return Path(path)
+        tensors[f"rng.{name}"] = value
+    return write_checkpoint(path, "image", tensors, meta)
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the rebuilt config, metadata and tensors (on the CPU)."""
+    """A loaded checkpoint of any kind: its metadata and tensors (on the CPU), nothing executed.
+
+    `tensors` are torch tensors for the "image" and "lm" kinds and NumPy arrays for "numpy". `cfg` is
+    the validated run Config of the "image" and "numpy" kinds (an LM's config is `meta["config"]`,
+    which `mnistlab.lm.checkpoint` validates). The properties below are the image kind's.
+    """
 
     path: Path
-    cfg: Config
+    kind: str  # "image" | "lm" | "numpy"
     meta: dict[str, Any]
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, Any]
+    cfg: Config | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -156,54 +205,95 @@ class Checkpoint:
         return model
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run directory (-> its last, else best checkpoint) or a checkpoint file."""
+def resolve_checkpoint(path: str | os.PathLike, kind: str | None = "image") -> Path:
+    """A run directory (-> the checkpoint file of `kind` it holds; None: of any kind) or a checkpoint file."""
     p = Path(path)
     if p.is_dir():
-        for name in ("last", "best"):  # last: the model whose test score `train` printed
-            candidate = p / f"{name}{SUFFIX}"
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"{p}: no checkpoint in this folder (expected best{SUFFIX} or last{SUFFIX})")
+        names = [n for k, (_, _, files) in KINDS.items() if kind in (None, k) for n in files]
+        for name in names:
+            if (p / name).is_file():
+                return p / name
+        for other, (_, _, files) in KINDS.items():  # a run folder of another kind: say which
+            if any((p / name).is_file() for name in files):
+                raise CheckpointError(f"{p}: this folder holds {_KIND_NAMES[other]}, not {_WANTED[kind]}")
+        expected = " or ".join(reversed(names)) if kind == "image" else " or ".join(names)
+        raise CheckpointError(f"{p}: no checkpoint in this folder (expected {expected})")
     if not p.exists():
         raise CheckpointError(f"{p}: no such run directory or checkpoint file")
+    if not p.is_file():  # a FIFO or a device would block or stream forever
+        raise CheckpointError(f"{p}: not a regular file")
     return p
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint (file or run directory) without executing anything in it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+def _looks_like_pickle(head: bytes) -> bool:
+    # Pickle protocols 2-5 start with PROTO (0x80) and the protocol number; torch.save writes a zip.
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head[:4] == b"PK\x03\x04"
 
-    p = resolve_checkpoint(path)
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> Checkpoint:
+    """The one reader: any mnistlab checkpoint (file or run folder), checked, without executing anything.
+
+    Args:
+        kind: "image", "lm" or "numpy" to insist on one (a file of another kind is a CheckpointError
+            that names what it is); None accepts any kind.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    p = resolve_checkpoint(path, kind)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:  # OSError here is the one clear "cannot read" (permissions, ...)
+            head = f.read(8)
     except OSError as e:
         raise CheckpointError(f"{p}: cannot read: {e.strerror or e}") from None
     try:
-        tensors = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        with safe_open(p, framework="pt") as f:
+            header = f.metadata() or {}
+            # clone(): safe_open's CPU tensors map the file, so a later change to it would reach them.
+            tensors = {name: f.get_tensor(name).clone() for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         # Only now look at what it is instead: a safetensors header length can start with any byte.
-        if (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or data[:4] == b"PK\x03\x04":
+        if _looks_like_pickle(head):
             raise CheckpointError(
                 f"{p}: this is a pickle or a torch.save zip, not an mnistlab checkpoint; "
                 "mnistlab never unpickles files (they can run arbitrary code)"
             ) from None
-        raise CheckpointError(f"{p}: not a valid safetensors checkpoint ({str(e).splitlines()[0][:120]})") from None
+        reason = "empty file" if not head else str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CheckpointError(f"{p}: not a valid safetensors checkpoint ({reason})") from None
     try:
-        meta = json.loads(header.get("__metadata__", {}).get("mnistlab", "null"))
-    except json.JSONDecodeError:
+        meta = json.loads(header.get("mnistlab", "null"))
+    except (json.JSONDecodeError, TypeError):
         meta = None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: a safetensors file, but not an mnistlab checkpoint (no mnistlab metadata)")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{p}: written by a newer mnistlab (format {meta['format_version']}); upgrade to read it")
-    try:
-        cfg = Config.from_dict(meta["config"])
-        for key in ("class_names", "in_shape", "mean", "std"):
-            meta[key]  # noqa: B018  (presence check)
-    except (ConfigError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{p}: its stored config is invalid: {e}") from None
-    return Checkpoint(p, cfg, meta, tensors)
+    found = _KIND_OF_FORMAT.get(meta.get("format")) if isinstance(meta, dict) else None
+    if found is None:
+        raise CheckpointError(f"{p}: a safetensors file, but {_NOT_OURS[kind]}")
+    if kind is not None and found != kind:
+        raise CheckpointError(f"{p}: {_KIND_NAMES[found]}, not {_WANTED[kind]}")
+    newest = KINDS[found][1]
+    if not isinstance(meta.get("format_version", 1), int) or meta.get("format_version", 1) > newest:
+        raise CheckpointError(f"{p}: written by a newer mnistlab (format {meta.get('format_version')}); upgrade to read it")
+    for name, t in tensors.items():
+        # A diverged run's weights would answer every input with NaN "probabilities": refuse them here.
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{p}: tensor {name} holds NaN or infinite values (did the training diverge?); "
+                                  "refusing to load it")
+    cfg = None
+    if found in ("image", "numpy"):
+        try:
+            cfg = Config.from_dict(meta["config"])
+            keys = ("class_names", "in_shape", "mean", "std") if found == "image" else ("class_names", "mean", "std")
+            for key in keys:
+                meta[key]  # noqa: B018  (presence check)
+            stds = np.atleast_1d(np.asarray(meta["std"], dtype=np.float64))
+            means = np.atleast_1d(np.asarray(meta["mean"], dtype=np.float64))
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{p}: its stored config is invalid: {e}") from None
+        if not (np.isfinite(means).all() and np.isfinite(stds).all() and (stds > 0).all()):
+            raise CheckpointError(f"{p}: its stored normalisation is unusable (mean {meta['mean']}, std {meta['std']})")
+    if found == "numpy":
+        tensors = {name: t.numpy() for name, t in tensors.items()}
+    return Checkpoint(p, found, meta, tensors, cfg)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read an image-model checkpoint (file or run directory) without executing anything in it."""
+    return read_checkpoint(path, "image")

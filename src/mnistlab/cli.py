@@ -234,10 +234,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- evaluate / predict
 
 
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _check_positive(flag: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be positive, got {value}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoint
     from .metrics import format_report
 
+    # The options first, as `train` does: a bad flag costs no checkpoint or data loading.
+    _check_positive("--batch-size", args.batch_size)
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise ConfigError(f"--threshold is a probability in (0, 1), got {args.threshold}")
     report = evaluate_checkpoint(args.run, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
                                  device=args.device, tta=args.tta, batch_size=args.batch_size, threshold=args.threshold)
     if args.json:
@@ -249,6 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.images import find_blanks
     from .predict import Predictor
 
     if not args.images and not args.csv:
@@ -257,27 +271,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("give IMAGE files or --csv FILE, not both")
     if args.out and not args.csv:
         raise ConfigError("--out writes the ImageId,Label table of --csv; for images use --json")
+    _check_positive("--top-k", args.top_k)
     predictor = Predictor.from_checkpoint(args.run, device=args.device)
     if args.csv:
         from .data.custom import fit_to_model, read_pixel_csv
         from .fileio import atomic_write_text
 
         x, _ = read_pixel_csv(args.csv)  # a label column, if present, is ignored
-        preds = predictor.classify(fit_to_model(x, predictor.in_shape, args.csv))
+        x = fit_to_model(x, predictor.in_shape, args.csv)
+        # The submission format wants a label on every row: blank rows keep their (guessed) label,
+        # and one line says how many there were.
+        num_blank = int(find_blanks(x).sum())
+        preds = predictor.classify(x)
         table = "ImageId,Label\n" + "".join(f"{i},{predictor.class_names[c]}\n" for i, c in enumerate(preds.tolist(), 1))
         if args.out:
             atomic_write_text(args.out, table)
             _out(f"wrote {len(preds):,} predictions to {args.out}")
         else:
             sys.stdout.write(table)
-        return 0
+            sys.stdout.flush()
+        if num_blank:
+            _warn(f"{args.csv}: {num_blank:,} of {len(preds):,} rows are blank (no ink); their labels are guesses")
+        return EXIT_ERROR if num_blank and num_blank == len(preds) else 0
     results = predictor.predict_files(args.images, top_k=args.top_k)
     if args.json:
         _out(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        top = ", ".join(f"{c['label']} {100 * c['prob']:.1f}%" for c in r["top"])
-        _out(f"{r['file']}: {r['label']}   ({top})")
+    else:
+        for r in results:
+            if r["blank"]:
+                _out(f"{r['file']}: no digit found (blank image)")
+                continue
+            top = ", ".join(f"{c['label']} {100 * c['prob']:.1f}%" for c in r["top"])
+            _out(f"{r['file']}: {r['label']}   ({top})")
+    if all(r["blank"] for r in results):
+        n = len(results)
+        _err("no digit found (the image is blank)" if n == 1 else f"no digit found in any of the {n} images (all blank)")
+        return EXIT_ERROR
     return 0
 
 
@@ -375,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--data-dir", help="folder holding the data set's files")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=2000, help="images per forward pass (a positive integer)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation (default: as trained)")
     p.add_argument("--threshold", type=float, default=None,
@@ -383,12 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, ...) prepared like MNIST", formatter_class=_Formatter)
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, ...) prepared like MNIST", formatter_class=_Formatter,
+                       description="Classify images prepared like MNIST. An image with no ink is reported as blank "
+                                   "(\"no digit found\"; JSON \"blank\": true, no class), and the exit status is 1 "
+                                   "when every input is blank. --csv rows always get a label (the submission format "
+                                   "needs one); blank rows are counted in one warning line.")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--csv", metavar="FILE", help="classify the rows of a pixel CSV (pixel0..pixelN, label column optional)")
     p.add_argument("--out", metavar="FILE", help="with --csv: write ImageId,Label rows (numbered from 1) here, not to stdout")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=3,
+                   help="how many classes to list per image (at least 1; more than the model has lists them all)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)

@@ -20,6 +20,11 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     Args:
         threshold: multi-label data: a label is predicted when its probability is >= this (default: the run's).
     """
+    # Arguments first, before any loading: one clear line for a bad one (ConfigError -> exit 2 in the CLI).
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if threshold is not None and not 0 < threshold < 1:
+        raise ConfigError(f"--threshold is a probability in (0, 1), got {threshold}")
     ckpt = load_checkpoint(path)
     cfg = ckpt.cfg
     name = dataset or cfg.dataset
@@ -50,9 +55,7 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     channels_last = uses_convolutions(model) and dev.type != "mps"
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    threshold = cfg.threshold if threshold is None else threshold
-    if not 0 < threshold < 1:
-        raise ConfigError(f"--threshold is a probability in (0, 1), got {threshold}")
+    threshold = cfg.threshold if threshold is None else threshold  # the run's own was validated by its Config
     result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last, threshold=threshold,
                       tta_mirror=cfg.aug_flip)
     if chosen.y.dim() == 2:  # multi-hot label sets

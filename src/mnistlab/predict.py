@@ -1,4 +1,8 @@
-"""A loaded model that classifies user images: checkpoint + image files -> labels and probabilities."""
+"""A loaded model that classifies user images: checkpoint + image files -> labels and probabilities.
+
+An image with no ink after preparation (`mnistlab.data.images.is_blank`) gets no label: any class the
+model gave it would be a guess, so it is reported as blank instead.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
-from .data.images import prepare_image
+from .data.images import find_blanks, prepare_image
 from .device import resolve_device, uses_convolutions
+from .errors import ConfigError
 from .losses import as_class_logits, class_probabilities
 
 
@@ -54,20 +59,34 @@ class Predictor:
         return class_probabilities(logits, self.loss).cpu()
 
     def classify(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Already-prepared uint8 images (N, H, W[, C]), e.g. CSV rows, -> class indices (N,); no re-centring."""
+        """Already-prepared uint8 images (N, H, W[, C]), e.g. CSV rows, -> class indices (N,); no re-centring.
+
+        Every row gets a class, blank ones too (`find_blanks` tells which those are).
+        """
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         preds = [self.probabilities(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
         return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
     def predict_files(self, sources: Sequence, top_k: int = 3) -> list[dict]:
-        """One dict per image: file, label, class index, probability, and the top-k classes."""
-        probs = self.probabilities(self.prepare(sources))
-        k = max(1, min(top_k, probs.shape[1]))
+        """One dict per image: file and blank, then (when not blank) label, class index, probability, top-k classes.
+
+        `top_k` is clamped to the number of classes; below 1 it is a ConfigError.
+        """
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ConfigError(f"--top-k must be a positive integer, got {top_k!r}")
+        images = self.prepare(sources)
+        blanks = find_blanks(images)
+        probs = self.probabilities(images)
+        k = min(top_k, probs.shape[1])
         values, indices = probs.topk(k, dim=1)
         out = []
-        for src, v, i in zip(sources, values.tolist(), indices.tolist()):
-            out.append({
-                "file": str(src) if isinstance(src, (str, os.PathLike)) else "<image>",
-                "label": self.class_names[i[0]], "class": i[0], "prob": v[0],
-                "top": [{"label": self.class_names[j], "class": j, "prob": p} for j, p in zip(i, v)],
-            })
+        for src, blank, v, i in zip(sources, blanks.tolist(), values.tolist(), indices.tolist()):
+            entry: dict = {"file": str(src) if isinstance(src, (str, os.PathLike)) else "<image>", "blank": blank}
+            if not blank:
+                entry.update({
+                    "label": self.class_names[i[0]], "class": i[0], "prob": v[0],
+                    "top": [{"label": self.class_names[j], "class": j, "prob": p} for j, p in zip(i, v)],
+                })
+            out.append(entry)
         return out

@@ -7,7 +7,6 @@ config.json, metrics.jsonl (the same record kinds) and weights.safetensors (NumP
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -160,37 +159,27 @@ def train_numpy(cfg: Config, on_epoch_end: Callable[[dict], None] | None = None)
 def save_numpy_model(path: str | os.PathLike, model: Model, cfg: Config, class_names: tuple[str, ...],
                      norm: tuple[float, float]) -> Path:
     """Weights as a safetensors file of NumPy arrays; config, classes and normalisation in its metadata."""
-    from safetensors.numpy import save
+    from ..checkpoint import write_checkpoint
 
-    from ..fileio import atomic_write_bytes
-
-    meta = {"format": FORMAT, "config": cfg.to_dict(), "class_names": list(class_names),
-            "mean": norm[0], "std": norm[1]}
-    tensors = {k: np.ascontiguousarray(v) for k, v in model.params.items()}
-    atomic_write_bytes(path, save(tensors, metadata={"mnistlab": json.dumps(meta)}))
-    return Path(path)
+    meta = {"config": cfg.to_dict(), "class_names": list(class_names), "mean": norm[0], "std": norm[1]}
+    return write_checkpoint(path, "numpy", dict(model.params), meta)
 
 
 def load_numpy_model(path: str | os.PathLike) -> tuple[Model, dict]:
     """Rebuild a NumPy model (file or run directory) from its weights and stored config."""
-    from safetensors.numpy import load
+    from ..checkpoint import read_checkpoint
 
-    p = Path(path)
-    p = p / WEIGHTS if p.is_dir() else p
+    ckpt = read_checkpoint(path, "numpy")  # the one reader: format, kind, finite weights, valid config
+    tensors, meta = ckpt.tensors, ckpt.meta
     try:
-        data = p.read_bytes()
-        tensors = load(data)
-        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-        meta = json.loads(header.get("__metadata__", {}).get("mnistlab", "null"))
-    except Exception as e:  # noqa: BLE001  (any unreadable file is one message)
-        raise CheckpointError(f"{p}: not a readable NumPy checkpoint ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: a safetensors file, but not a NumPy mnistlab model")
-    cfg = Config.from_dict(meta["config"])
-    num_features = tensors["W" if cfg.model == "softmax" else "W0"].shape[0]
-    model = create_numpy_model(cfg, num_features, len(meta["class_names"]))
+        num_features = tensors["W" if ckpt.cfg.model == "softmax" else "W0"].shape[0]
+        model = create_numpy_model(ckpt.cfg, num_features, len(meta["class_names"]))
+    except (KeyError, ConfigError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.path}: its weights or config are inconsistent ({e})") from None
     for k in model.params:
+        if k not in tensors:
+            raise CheckpointError(f"{ckpt.path}: tensor {k} is missing")
         if model.params[k].shape != tensors[k].shape:
-            raise CheckpointError(f"{p}: {k} is {tensors[k].shape}, the config builds {model.params[k].shape}")
+            raise CheckpointError(f"{ckpt.path}: {k} is {tensors[k].shape}, the config builds {model.params[k].shape}")
         model.params[k] = tensors[k]
     return model, meta
