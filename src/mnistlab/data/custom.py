@@ -41,7 +41,7 @@ from PIL import Image
 
 from mnistlab.data.download import cache_dir
 from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
-from mnistlab.data.raw import RawData
+from mnistlab.data.raw import RawData, load_npy
 from mnistlab.errors import ConfigError, DataError, ImageError
 from mnistlab.fileio import atomic_open, atomic_write_json
 
@@ -88,7 +88,7 @@ def _cache_folder(kind: str, key: str) -> Path:
 def _load_cache(folder: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict] | None:
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = {a: np.load(folder / f"{a}.npy", allow_pickle=False) for a in names}
+        arrays = {a: load_npy(folder / f"{a}.npy") for a in names}
     except (OSError, ValueError, EOFError):
         return None  # absent, unreadable or corrupt: decode again
     lengths = {len(a) for a in arrays.values()}
