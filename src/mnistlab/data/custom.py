@@ -4,7 +4,8 @@ Both become a `RawData` (uint8 images, int64 labels), so the trainer, checks and
 them unchanged.
 
 - folder: `PATH/train/<class>/*` and `PATH/test/<class>/*`, or one tree `PATH/<class>/*` split by
-  `test_size` (stratified, seeded). PNG, JPEG, BMP and GIF, found recursively; hidden files are
+  `test_size` (stratified, seeded): a fraction, a count, or by default 10% of the images, at most
+  10,000 (MNIST's test size). PNG, JPEG, BMP and GIF, found recursively; hidden files are
   ignored. Class names are the folder names, sorted. Images are ordered by file name, so numbered
   files (as `datasets export` writes them) keep their original order.
 - Preparation: an image that is already MNIST-style, i.e. exactly `image_size` square, grey or RGB,
@@ -61,7 +62,7 @@ def is_custom(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
-def load_custom(name: str, *, image_size: int = 28, channels: int | None = None, test_size: float = 0.2,
+def load_custom(name: str, *, image_size: int = 28, channels: int | None = None, test_size: float | None = None,
                 seed: int = 0) -> RawData:
     """Load `folder:PATH` or `csv:PATH` as a RawData (see the module docstring for the layouts)."""
     kind, _, where = name.partition(":")
@@ -222,7 +223,7 @@ def _decode_all(items: list[Item], size: int, channels: int | None
 
 
 def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int | None = None,
-                test_size: float = 0.2, seed: int = 0) -> RawData:
+                test_size: float | None = None, seed: int = 0) -> RawData:
     """Images in class folders -> RawData, decoded once and cached (see the module docstring)."""
     root = Path(path)
     if not root.is_dir():
@@ -281,14 +282,18 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
     return RawData(x[train], labels[train], x[test], labels[test], tuple(classes), f"folder:{root}", notes=notes)
 
 
-def _split(labels: np.ndarray, test_size: float, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (train, test) indices with `test_size` of the items in test."""
-    from mnistlab.data.loader import stratified_split
+def _split(labels: np.ndarray, test_size: float | None, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, test) indices: `test_size` a fraction, a count, or None (10%, at most 10,000)."""
+    from mnistlab.data.loader import MAX_TEST_SIZE, holdout_size, stratified_split
 
-    num_test = round(test_size * len(labels))
-    if not 0 < num_test < len(labels):
-        raise DataError(f"{where}: {len(labels)} images cannot be split with --test-size {test_size} "
-                        f"(it gives {num_test} test images)")
+    if len(labels) < 2:
+        raise DataError(f"{where}: {len(labels)} image cannot be split into training and test images")
+    try:
+        num_test = holdout_size(test_size, len(labels), MAX_TEST_SIZE, "--test-size")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if num_test == 0:
+        raise ConfigError(f"{where}: --test-size 0 leaves no test images (give a fraction or a count)")
     return stratified_split(labels, num_test, seed)
 
 
@@ -425,7 +430,8 @@ def read_pixel_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
     return x, y
 
 
-def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size: float = 0.2, seed: int = 0) -> RawData:
+def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size: float | None = None,
+             seed: int = 0) -> RawData:
     """A pixel CSV file, or a folder with train.csv (and test.csv) -> RawData (see the module docstring)."""
     path = Path(path)
     notes: list[str] = []
