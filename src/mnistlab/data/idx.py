@@ -3,6 +3,12 @@
 An IDX file is a 4-byte magic (two zero bytes, a dtype code, the number of dimensions), one
 big-endian uint32 per dimension, then the data in C order. Every fault raises `DataError` with a
 one-line message that starts with the file path.
+
+Memory is bounded on hostile files: the header is read first (for a .gz, only its first
+decompressed bytes), and a declared size that the file cannot hold (a plain file of another
+size, more than a .gz can expand to, more than MAX_IDX_BYTES) is refused before anything else.
+The data are then decompressed chunk by chunk straight into one preallocated array, so loading
+peaks at the array plus one chunk.
 """
 
 from __future__ import annotations
