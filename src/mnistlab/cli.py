@@ -14,10 +14,11 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 from .config import PRESETS, Config, field_type, preset_values
-from .errors import ConfigError, MnistlabError, TrainingDiverged
+from .errors import ConfigError, MnistlabError, MnistlabWarning, TrainingDiverged
 
 PROG = "mnistlab"
 EXIT_ERROR = 1
@@ -470,11 +471,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn our errors into one line and an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = warnings.showwarning
+
+    def show_warning(message: Warning | str, category: type[Warning], *where: Any) -> None:
+        # Our own warnings are one line on stderr, like errors; any other is shown as Python does.
+        if issubclass(category, MnistlabWarning):
+            print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, *where)
+
+    warnings.showwarning = show_warning
     try:
         return int(args.func(args) or 0)
     except MnistlabError as e:
         _err(str(e))
         return EXIT_USAGE if type(e).__name__ == "ConfigError" else EXIT_ERROR
+    except MemoryError:
+        _err("out of memory: use a smaller data set, --train-size or --batch-size, or a machine with more memory")
+        return EXIT_ERROR
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
@@ -482,3 +496,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `mnistlab ... | head`: the reader went away; not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        warnings.showwarning = previous

@@ -43,8 +43,10 @@ class Config:
     # --- data ---
     dataset: str = _f("mnist", "data set name (see `mnistlab datasets list`)")
     data_dir: str | None = _f(None, "folder holding the data set's files (searched first)")
-    val_size: int = _f(5000, "images carved from train for validation, stratified (0: none)")
-    train_size: int | None = _f(None, "use only this many training images, stratified (the overfit lesson)")
+    val_size: float | None = _f(None, "validation images held out of the training pool, stratified: a fraction "
+                                      "(0 < f < 1) or a count; 0: none (default: 10% of the pool, at most 5,000)")
+    train_size: int | None = _f(None, "use only this many of the images left for training, stratified (the overfit "
+                                      "lesson); more than there are is an error")
     classes: tuple[int, ...] | None = _f(None, "keep only these classes, relabelled 0..k-1, e.g. 3,8")
     positive: int | None = _f(None, "one class against the rest: this class is positive (binary task)")
     normalize: str = _f("standard", "input scaling: standard (mean/std), unit ([0,1]), symmetric ([-1,1])", NORMALIZATIONS)
@@ -56,7 +58,8 @@ class Config:
                                "classes survive it, such as fashion-mnist (refused for digits and letters)")
     image_size: int = _f(28, "folder:/csv: data sets: images are prepared at this size (pixels)")
     channels: int | None = _f(None, "folder: data sets: 1 (grey) or 3 (colour); default: from the images")
-    test_size: float = _f(0.2, "folder: data sets without a test/ folder: fraction held out for testing")
+    test_size: float | None = _f(None, "folder:/csv: data sets without a test split: test images held out, "
+                                       "stratified: a fraction (0 < f < 1) or a count (default: 10%, at most 10,000)")
     threshold: float = _f(0.5, "multi-label (bce): a label is predicted when its sigmoid exceeds this")
 
     # --- model ---
@@ -121,6 +124,12 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, list):
                 setattr(self, f.name, tuple(value))
+        # A split size is a fraction or a count: store a whole number as an int, so that config.json
+        # says 5000, not 5000.0 (non-integral values of 1 or more are refused in validate()).
+        for name in ("val_size", "test_size"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value >= 1 and value.is_integer():
+                setattr(self, name, int(value))
 
     def validate(self) -> None:
         """Raise ConfigError naming the first impossible value."""
@@ -141,7 +150,11 @@ class Config:
         need(self.eval_batch_size > 0, f"--eval-batch-size must be positive, got {self.eval_batch_size}")
         need(self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
         need(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
-        need(self.val_size >= 0, f"--val-size must be 0 or more, got {self.val_size}")
+        for name, zero in (("val_size", ", or 0 for none"), ("test_size", "")):  # a test split cannot be empty
+            size = getattr(self, name)
+            if size is not None:
+                ok = (size > 0 or (size == 0 and zero)) and (size < 1 or float(size).is_integer())
+                need(ok, f"--{_flag(name)} is a fraction (0 < f < 1) or a whole number of images{zero}, got {size:g}")
         need(self.train_size is None or self.train_size > 0, f"--train-size must be positive, got {self.train_size}")
         need(0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
@@ -154,7 +167,8 @@ class Config:
         need(self.threads is None or self.threads > 0, f"--threads must be positive, got {self.threads}")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"--betas must be two numbers in [0, 1), got {self.betas}")
         need(self.target_acc is None or 0 < self.target_acc <= 1, f"--target-acc is a fraction in (0, 1], got {self.target_acc}")
-        need(self.target_acc is None or self.val_size > 0, "--target-acc watches validation accuracy: it needs --val-size > 0")
+        need(self.target_acc is None or self.val_size != 0,
+             "--target-acc watches validation accuracy: it needs a validation split (--val-size above 0)")
         need(self.aug_shift >= 0 and self.aug_rotate >= 0 and 0 <= self.aug_scale < 1, "augmentation sizes must be 0 or more (scale below 1)")
         for name in ("hidden", "conv_channels"):
             sizes = getattr(self, name)
@@ -165,7 +179,6 @@ class Config:
         need(self.padding is None or self.padding >= 0, f"--padding must be 0 or more, got {self.padding}")
         need(self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}")
         need(self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}")
-        need(0 < self.test_size < 1, f"--test-size is a fraction in (0, 1), got {self.test_size}")
         need(0 < self.threshold < 1, f"--threshold is a probability in (0, 1), got {self.threshold}")
         need(not (self.classes and self.positive is not None), "use either --classes or --positive, not both")
         need(self.classes is None or len(set(self.classes)) >= 2, f"--classes needs at least two distinct classes, got {self.classes}")

@@ -29,3 +29,7 @@ class ImageError(MnistlabError, ValueError):
 
 class TrainingDiverged(MnistlabError, RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class MnistlabWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one line."""

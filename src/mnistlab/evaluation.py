@@ -38,7 +38,7 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     bundle = build_bundle(
         train_x, train_y, raw.test_x, raw.test_y, raw.class_names, name=name,
         val_size=cfg.val_size if split != "test" else 0, normalize="unit", device=dev, seed=cfg.seed,
-        classes=cfg.classes, positive=cfg.positive,
+        classes=cfg.classes, positive=cfg.positive, warn=False,  # evaluating: the split's warnings were for training
     )
     # build_bundle normalised to [0, 1]; apply the training statistics on top.
     chosen = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]

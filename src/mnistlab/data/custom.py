@@ -4,7 +4,8 @@ Both become a `RawData` (uint8 images, int64 labels), so the trainer, checks and
 them unchanged.
 
 - folder: `PATH/train/<class>/*` and `PATH/test/<class>/*`, or one tree `PATH/<class>/*` split by
-  `test_size` (stratified, seeded). PNG, JPEG, BMP and GIF, found recursively; hidden files are
+  `test_size` (stratified, seeded): a fraction, a count, or by default 10% of the images, at most
+  10,000 (MNIST's test size). PNG, JPEG, BMP and GIF, found recursively; hidden files are
   ignored. Class names are the folder names, sorted. Images are ordered by file name, so numbered
   files (as `datasets export` writes them) keep their original order.
 - Preparation: an image that is already MNIST-style, i.e. exactly `image_size` square, grey or RGB,
@@ -41,7 +42,7 @@ from PIL import Image
 
 from mnistlab.data.download import cache_dir
 from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
-from mnistlab.data.raw import RawData
+from mnistlab.data.raw import RawData, load_npy
 from mnistlab.errors import ConfigError, DataError, ImageError
 from mnistlab.fileio import atomic_open, atomic_write_json
 
@@ -53,7 +54,7 @@ DARK_FRAME = 25  # a frame median at or below this (of 255) means a black backgr
 COLOUR_SPREAD = 16  # a pixel is coloured when its channels differ by more than this (of 255)
 COLOUR_FRACTION = 0.001  # an image is in colour when at least this fraction of its pixels is
 _CACHE_VERSION = 1  # bump when decoding or the cached layout changes
-_CSV_CHUNK = 4096  # rows parsed per np.loadtxt call (bounded memory, C speed)
+_CSV_CHUNK = 128  # rows parsed per np.loadtxt call: its int64 temporary stays small (C speed all the same)
 
 
 def is_custom(name: str) -> bool:
@@ -61,7 +62,7 @@ def is_custom(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
-def load_custom(name: str, *, image_size: int = 28, channels: int | None = None, test_size: float = 0.2,
+def load_custom(name: str, *, image_size: int = 28, channels: int | None = None, test_size: float | None = None,
                 seed: int = 0) -> RawData:
     """Load `folder:PATH` or `csv:PATH` as a RawData (see the module docstring for the layouts)."""
     kind, _, where = name.partition(":")
@@ -88,7 +89,7 @@ def _cache_folder(kind: str, key: str) -> Path:
 def _load_cache(folder: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict] | None:
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = {a: np.load(folder / f"{a}.npy", allow_pickle=False) for a in names}
+        arrays = {a: load_npy(folder / f"{a}.npy") for a in names}
     except (OSError, ValueError, EOFError):
         return None  # absent, unreadable or corrupt: decode again
     lengths = {len(a) for a in arrays.values()}
@@ -198,31 +199,37 @@ def _reason(e: Exception, path: str) -> str:
 
 
 def _decode_all(items: list[Item], size: int, channels: int | None
-                ) -> tuple[list[np.ndarray], list[int], int, list[tuple[int, str]]]:
-    """Decode every item: (images, indices of the kept items, channels used, skipped (index, reason))."""
+                ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Decode every item: (images of the kept items, their indices, skipped (index, reason)).
+
+    The images go into one array allocated for all items (no list of arrays to stack: that
+    would hold every image twice at the end).
+    """
     used = channels or 1
-    images: list[np.ndarray] = []
+    x = np.empty((len(items), size, size) + (() if used == 1 else (3,)), np.uint8)
     kept: list[int] = []
     skipped: list[tuple[int, str]] = []
     for i, (_, _, _, path, _, _) in enumerate(items):
         try:
-            x, colour = _decode_image(path, size, used, channels is None and used == 1)
+            image, colour = _decode_image(path, size, used, channels is None and used == 1)
             if colour:
                 # Auto channels: the first colour image switches the whole set to 3 channels, so
                 # the images decoded so far are prepared again, in colour.
                 used = 3
-                images = [_decode_image(items[k][3], size, 3, False)[0] for k in kept]
-                x, _ = _decode_image(path, size, 3, False)
+                x = np.empty((len(items), size, size, 3), np.uint8)
+                for j, k in enumerate(kept):
+                    x[j] = _decode_image(items[k][3], size, 3, False)[0]
+                image, _ = _decode_image(path, size, 3, False)
         except (ImageError, OSError, ValueError) as e:
             skipped.append((i, _reason(e, path)))
             continue
-        images.append(x)
+        x[len(kept)] = image
         kept.append(i)
-    return images, kept, used, skipped
+    return (x if len(kept) == len(items) else x[: len(kept)].copy()), kept, skipped
 
 
 def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int | None = None,
-                test_size: float = 0.2, seed: int = 0) -> RawData:
+                test_size: float | None = None, seed: int = 0) -> RawData:
     """Images in class folders -> RawData, decoded once and cached (see the module docstring)."""
     root = Path(path)
     if not root.is_dir():
@@ -256,9 +263,7 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
         skipped = [(int(i), r) for i, r in meta["skipped"]]
     else:
         start = time.perf_counter()
-        images, kept_list, used, skipped = _decode_all(items, image_size, channels)
-        shape = (image_size, image_size) + (() if used == 1 else (3,))
-        x = np.stack(images) if images else np.zeros((0, *shape), np.uint8)
+        x, kept_list, skipped = _decode_all(items, image_size, channels)
         kept = np.asarray(kept_list, dtype=np.int64)
         log.info("decoded %d images from %s in %.1f s", len(items), root, time.perf_counter() - start)
         _save_cache(folder, {"x": x, "index": kept}, {"skipped": skipped, "root": str(root)})
@@ -281,14 +286,18 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
     return RawData(x[train], labels[train], x[test], labels[test], tuple(classes), f"folder:{root}", notes=notes)
 
 
-def _split(labels: np.ndarray, test_size: float, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (train, test) indices with `test_size` of the items in test."""
-    from mnistlab.data.loader import stratified_split
+def _split(labels: np.ndarray, test_size: float | None, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train, test) indices: `test_size` a fraction, a count, or None (10%, at most 10,000)."""
+    from mnistlab.data.loader import MAX_TEST_SIZE, holdout_size, stratified_split
 
-    num_test = round(test_size * len(labels))
-    if not 0 < num_test < len(labels):
-        raise DataError(f"{where}: {len(labels)} images cannot be split with --test-size {test_size} "
-                        f"(it gives {num_test} test images)")
+    if len(labels) < 2:
+        raise DataError(f"{where}: {len(labels)} image cannot be split into training and test images")
+    try:
+        num_test = holdout_size(test_size, len(labels), MAX_TEST_SIZE, "--test-size")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if num_test == 0:
+        raise ConfigError(f"{where}: --test-size 0 leaves no test images (give a fraction or a count)")
     return stratified_split(labels, num_test, seed)
 
 
@@ -372,13 +381,30 @@ def _first_bad_row(path: Path, header: bool, has_label: bool, num_cols: int) -> 
     return None
 
 
+def _count_lines(path: Path) -> int:
+    """Lines in the file (an upper bound on its rows), counted in binary blocks: milliseconds per 100 MB."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")  # \n, \r\n or \r endings
+            last = block[-1:]
+    return count + (last not in (b"\n", b"\r"))
+
+
 def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Parse and check a pixel CSV: uint8 images (N, S, S) and int64 labels (N,) or None."""
+    """Parse and check a pixel CSV: uint8 images (N, S, S) and int64 labels (N,) or None.
+
+    The rows go straight into arrays preallocated from a line count, a chunk at a time, so that
+    parsing peaks near the size of those arrays (int64 chunks of the whole file once took 18 times it).
+    """
     header, has_label, num_cols = _csv_layout(path)
     side = _square_side(num_cols - has_label)
     assert side is not None
-    chunks: list[np.ndarray] = []
     try:
+        most = _count_lines(path) - header  # blank lines make it an overestimate: trimmed below
+        x = np.empty((most, side * side), np.uint8)
+        y = np.empty(most if has_label else 0, np.int64)
+        n = 0
         with open(path, encoding="utf-8-sig") as f:  # universal newlines: \r\n files parse too
             if header:
                 f.readline()
@@ -388,9 +414,12 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 if data.size == 0:
                     continue  # only blank lines
                 pixels = data[:, 1:] if has_label else data
-                if data.shape[1] != num_cols or pixels.min() < 0 or pixels.max() > 255:
+                if data.shape[1] != num_cols or pixels.min() < 0 or pixels.max() > 255 or n + len(data) > most:
                     raise ValueError("bad row")
-                chunks.append(data)
+                x[n : n + len(data)] = pixels
+                if has_label:
+                    y[n : n + len(data)] = data[:, 0]
+                n += len(data)
     except UnicodeDecodeError as e:  # a ValueError too: catch it first
         raise DataError(f"{path}: not a text CSV file ({e.reason})") from None
     except ValueError as e:
@@ -398,12 +427,11 @@ def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(message or f"{path}: cannot parse: {e}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if not chunks:
+    if n == 0:
         raise DataError(f"{path}: no data rows")
-    data = np.concatenate(chunks)
-    x = data[:, 1:] if has_label else data
-    x = x.astype(np.uint8).reshape(len(data), side, side)  # (N, S*S) -> (N, S, S)
-    return x, (data[:, 0].copy() if has_label else None)
+    # (N, S*S) -> (N, S, S); a copy only when blank lines left rows unused
+    x = (x if n == most else x[:n].copy()).reshape(n, side, side)
+    return x, ((y if n == most else y[:n].copy()) if has_label else None)
 
 
 def read_pixel_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
@@ -425,7 +453,8 @@ def read_pixel_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
     return x, y
 
 
-def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size: float = 0.2, seed: int = 0) -> RawData:
+def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size: float | None = None,
+             seed: int = 0) -> RawData:
     """A pixel CSV file, or a folder with train.csv (and test.csv) -> RawData (see the module docstring)."""
     path = Path(path)
     notes: list[str] = []

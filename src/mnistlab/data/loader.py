@@ -8,6 +8,7 @@ batch is `x[perm[i:i+B]]`: one gather, no Python per sample.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MnistlabWarning
 
 NORMALIZATIONS = ("standard", "unit", "symmetric")
 
@@ -111,6 +112,65 @@ def to_device_split(
 
 
 _CHUNK = 8192  # images per host-to-device copy in to_device_split
+
+
+DEFAULT_HOLDOUT = 0.1  # share of a pool held out (validation, or test of a single-tree data set) by default
+MAX_VAL_SIZE = 5000  # the default validation split's cap: MNIST keeps 55,000 / 5,000
+MAX_TEST_SIZE = 10_000  # the default test split's cap (folder:/csv: data sets): MNIST's own test size
+MIN_TRAIN_IMAGES = 1000  # fewer left to train on gets a warning
+
+
+def holdout_size(size: float | None, pool: int, cap: int, flag: str) -> int:
+    """How many of `pool` items a --val-size or --test-size value holds out.
+
+    `size` is a fraction (0 < f < 1, at least one item), a count (a whole number), 0 for none, or
+    None for the default: DEFAULT_HOLDOUT of the pool, at most `cap`. A hold-out that leaves
+    nothing to train on is a ConfigError naming the pool size.
+    """
+    if size is None:
+        num = min(cap, max(1, round(DEFAULT_HOLDOUT * pool))) if pool >= 2 else 0
+    elif 0 < size < 1:
+        num = max(1, round(size * pool))
+    else:
+        num = int(size)
+    if num and num >= pool:  # only an explicit size can: the default leaves at least one
+        raise ConfigError(
+            f"{flag} {size:g} holds out {num:,} of the {pool:,} images in the pool, leaving none to train on; "
+            f"use a smaller {flag} (a fraction such as 0.1, or a count)" + (", or 0" if flag == "--val-size" else "")
+        )
+    return num
+
+
+class SplitWarning(MnistlabWarning):
+    """A split that will train poorly: very few training images, or validation larger than training."""
+
+
+def split_train_val(labels: np.ndarray, val_size: float | None, train_size: int | None, seed: int,
+                    warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) of a training pool: `val_size` (see `holdout_size`) held out, stratified,
+    then `train_size` of the rest, stratified.
+
+    `--train-size` beyond what is left is a ConfigError naming the pool. With `warn`, one
+    SplitWarning when fewer than MIN_TRAIN_IMAGES are left to train on or validation outgrows
+    training (not when `train_size` chose the training size on purpose).
+    """
+    pool = len(labels)
+    num_val = holdout_size(val_size, pool, MAX_VAL_SIZE, "--val-size")
+    train_idx, val_idx = stratified_split(labels, num_val, seed)
+    left = len(train_idx)
+    if train_size is not None:
+        if train_size > left:
+            held = f" minus {num_val:,} held out for validation" if num_val else ""
+            raise ConfigError(f"--train-size {train_size:,} is more than the {left:,} images there are to train on "
+                              f"(the training pool of {pool:,}{held})")
+        train_idx = train_idx[stratified_subset(labels[train_idx], train_size, seed)]
+    elif warn and num_val > left:
+        warnings.warn(f"validation ({num_val:,} images) is larger than training ({left:,}) in a pool of {pool:,}: "
+                      "lower --val-size (e.g. 0.1)", SplitWarning, stacklevel=2)
+    elif warn and left < MIN_TRAIN_IMAGES:
+        warnings.warn(f"only {left:,} images left to train on (a pool of {pool:,}, {num_val:,} held out for "
+                      "validation): expect low accuracy", SplitWarning, stacklevel=2)
+    return train_idx, val_idx
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,21 +308,25 @@ def build_bundle(
     class_names: tuple[str, ...],
     *,
     name: str = "",
-    val_size: int = 5000,
+    val_size: float | None = None,
     normalize: str = "standard",
     device: torch.device | str = "cpu",
     seed: int = 0,
     classes: tuple[int, ...] | None = None,
     positive: int | None = None,
     train_size: int | None = None,
+    warn: bool = True,
 ) -> DataBundle:
-    """Select classes, carve a stratified validation split, normalise once and move to the device."""
+    """Select classes, carve a stratified validation split, normalise once and move to the device.
+
+    Args:
+        val_size, train_size: see `split_train_val` (None: 10% of the training pool, at most 5,000).
+        warn: warn about a split that will train poorly (off when only evaluating).
+    """
     train_x, train_y, names = select_classes(train_x, np.asarray(train_y), class_names, classes, positive)
     test_x, test_y, _ = select_classes(test_x, np.asarray(test_y), class_names, classes, positive)
     strat = train_y if train_y.ndim == 1 else train_y.argmax(1)  # multi-hot labels: stratify by first label
-    train_idx, val_idx = stratified_split(strat, val_size, seed)
-    if train_size is not None:
-        train_idx = train_idx[stratified_subset(strat[train_idx], train_size, seed)]
+    train_idx, val_idx = split_train_val(strat, val_size, train_size, seed, warn=warn)
     # The statistics need only a strided sample: avoid copying the whole training split for them.
     mean, std = normalization_stats(train_x[train_idx[:: max(1, len(train_idx) // 10000)]], normalize)
     train = to_device_split(train_x, train_y, mean, std, device, index=train_idx)
@@ -273,7 +337,7 @@ def build_bundle(
 
 
 def load_any(name: str, *, data_dir: str | None = None, download: bool = True, image_size: int = 28,
-             channels: int | None = None, test_size: float = 0.2, seed: int = 0):
+             channels: int | None = None, test_size: float | None = None, seed: int = 0):
     """RawData of a registered data set, or of a folder:PATH / csv:PATH one."""
     if name.startswith(("folder:", "csv:")):
         from .custom import load_custom
@@ -289,7 +353,7 @@ def load_dataset(
     *,
     data_dir: str | None = None,
     download: bool = True,
-    val_size: int = 5000,
+    val_size: float | None = None,
     normalize: str = "standard",
     device: torch.device | str = "auto",
     seed: int = 0,
@@ -298,13 +362,15 @@ def load_dataset(
     train_size: int | None = None,
     image_size: int = 28,
     channels: int | None = None,
-    test_size: float = 0.2,
+    test_size: float | None = None,
 ) -> DataBundle:
     """Load a registered data set (or folder:PATH / csv:PATH) as device-resident, normalised splits.
 
     Args:
         device: 'auto' (the default, as in Config) picks CUDA, then MPS, then the CPU.
-        image_size, channels, test_size: for folder:/csv: data sets only (see data/custom.py).
+        val_size, train_size: see `split_train_val` (None: 10% of the training pool, at most 5,000).
+        image_size, channels, test_size: for folder:/csv: data sets only (see data/custom.py; test_size
+            None: 10% of the images, at most 10,000).
     """
     from ..device import resolve_device  # the one meaning of 'auto', shared with Config and the trainer
 

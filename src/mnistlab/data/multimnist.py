@@ -66,14 +66,21 @@ def compose(images: np.ndarray, labels: np.ndarray, num: int, seed: int, jitter:
     x = np.zeros((num, HEIGHT, WIDTH), dtype=np.uint8)
     y = np.zeros((num, NUM_CLASSES), dtype=np.uint8)
     rows = np.arange(HEIGHT)[None, :, None]  # (1, 28, 1)
-    for slot in range(NUM_SLOTS):
-        idx = np.flatnonzero(filled[:, slot])
-        cols = offsets[idx, slot][:, None, None] + np.arange(SLOT_WIDTH)[None, None, :]  # (n, 1, 28)
-        img = idx[:, None, None]
-        # Jittered neighbours may overlap by a few columns: keep the brighter pixel (ink over paper).
-        x[img, rows, cols] = np.maximum(x[img, rows, cols], images[sources[idx, slot]])
-        y[idx, labels[sources[idx, slot]]] = 1
+    # A block of canvases at a time: the gathers below make temporaries the size of their block,
+    # which for all 60,000 at once would be about as large as x itself.
+    for start in range(0, num, _BLOCK):
+        block = slice(start, min(num, start + _BLOCK))
+        for slot in range(NUM_SLOTS):
+            idx = start + np.flatnonzero(filled[block, slot])
+            cols = offsets[idx, slot][:, None, None] + np.arange(SLOT_WIDTH)[None, None, :]  # (n, 1, 28)
+            img = idx[:, None, None]
+            # Jittered neighbours may overlap by a few columns: keep the brighter pixel (ink over paper).
+            x[img, rows, cols] = np.maximum(x[img, rows, cols], images[sources[idx, slot]])
+            y[idx, labels[sources[idx, slot]]] = 1
     return Composed(x, y, sources, offsets)
+
+
+_BLOCK = 4096  # canvases composed per step in `compose`
 
 
 def _split_seed(seed: int, split: int) -> int:
@@ -87,8 +94,9 @@ def cache_folder(seed: int = 0, num_train: int = NUM_TRAIN, num_test: int = NUM_
 
 
 def _load_cached(folder: Path, num_train: int, num_test: int) -> tuple[Composed, Composed] | None:
+    from mnistlab.data.raw import load_npy
     try:
-        arrays = [np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS]
+        arrays = [load_npy(folder / f"{name}.npy") for name in _ARRAYS]
     except (OSError, ValueError, EOFError):
         return None  # absent, unreadable or corrupt: compose again
     train, test = Composed(*arrays[:4]), Composed(*arrays[4:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.data.download import EMBEDDED_DIR, Progress, cache_dir, find_local, locate, search_dirs
-from mnistlab.data.idx import check_pair, read_images, read_labels
+from mnistlab.data.idx import check_pair, read_idx_header, read_images, read_labels
 from mnistlab.data.sources import SPLIT_KEYS, DatasetSpec, get_dataset_spec
 from mnistlab.data.synthetic import synthetic
 from mnistlab.errors import DataError
@@ -87,9 +88,30 @@ def _cache_folder(spec: DatasetSpec, key: str) -> Path:
     return cache_dir() / "decoded" / f"{spec.name}-{key[:24]}"
 
 
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """`np.load` of a cache file whose header is first checked against the file's size.
+
+    A damaged (or planted) .npy whose header declares a huge shape would otherwise be allocated in
+    full, a MemoryError, before the short read is noticed. Raises ValueError (or OSError) instead.
+    """
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"{path}: .npy version {version} is not one this cache writes")
+        declared = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject or declared != os.fstat(f.fileno()).st_size - f.tell():
+            raise ValueError(f"{path}: the .npy header does not match the file's size")
+        f.seek(0)
+        return np.load(f, allow_pickle=False)
+
+
 def _load_cached(folder: Path) -> tuple[np.ndarray, ...] | None:
     try:
-        arrays = tuple(np.load(folder / f"{a}.npy", allow_pickle=False) for a in _ARRAYS)
+        arrays = tuple(load_npy(folder / f"{a}.npy") for a in _ARRAYS)
     except (OSError, ValueError, EOFError):
         return None  # absent, unreadable or corrupt: decode again
     train_x, train_y, test_x, test_y = arrays
@@ -109,8 +131,28 @@ def _save_cached(folder: Path, arrays: tuple[np.ndarray, ...]) -> None:
                 np.save(f, arr, allow_pickle=False)
 
 
+def _check_headers(spec: DatasetSpec, paths: dict[str, Path]) -> None:
+    """Compare what the four headers declare, before any data is decompressed.
+
+    A header that declares more items than the data set holds, or image and label counts that
+    differ, would otherwise cost the declared size in memory (gigabytes) before failing.
+    """
+    for i, split in enumerate(("train", "test")):
+        xp, yp = paths[f"{split}_images"], paths[f"{split}_labels"]
+        num_x, num_y = read_idx_header(xp).shape[0], read_idx_header(yp).shape[0]
+        if spec.counts is not None:
+            most = spec.counts[i]
+            for path, n, kind in ((xp, num_x, "images"), (yp, num_y, "labels")):
+                if n > most:
+                    raise DataError(f"{path}: header declares {n:,} {kind}, but the {spec.name} {split} split "
+                                    f"holds {most:,}: the file is damaged or belongs to another data set")
+        if num_x != num_y:
+            raise DataError(f"{xp}: holds {num_x} images but {yp} holds {num_y} labels")
+
+
 def _decode(spec: DatasetSpec, paths: dict[str, Path]) -> tuple[np.ndarray, ...]:
     """Read and check the four IDX files; apply the spec's transpose and label offset."""
+    _check_headers(spec, paths)
     out = []
     max_label = spec.num_classes + spec.label_offset
     for split in ("train", "test"):
@@ -121,13 +163,24 @@ def _decode(spec: DatasetSpec, paths: dict[str, Path]) -> tuple[np.ndarray, ...]
             i = int(np.argmin(y))
             raise DataError(f"{yp}: label {int(y[i])} at index {i} is below the label offset {spec.label_offset}")
         if spec.transpose:
-            x = np.ascontiguousarray(x.transpose(0, 2, 1))  # (N, H, W) -> (N, W, H): EMNIST is stored transposed
-        out += [x, y.astype(np.int64) - spec.label_offset]
+            x = _transpose_in_place(x)  # EMNIST is stored transposed
+        labels = y.astype(np.int64)
+        labels -= spec.label_offset  # in place: no second int64 copy
+        out += [x, labels]
     if out[0].shape[1:] != out[2].shape[1:]:
         raise DataError(
             f"{paths['test_images']}: images are {out[2].shape[1:]} but {paths['train_images']} has {out[0].shape[1:]}"
         )
     return tuple(out)
+
+
+def _transpose_in_place(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(N, H, W) -> (N, W, H) in the same buffer, a chunk of images at a time (no full-size copy)."""
+    n, h, w = x.shape
+    flat = x.reshape(n, h * w)  # a view: x is C-contiguous
+    for start in range(0, n, chunk):
+        flat[start : start + chunk] = x[start : start + chunk].transpose(0, 2, 1).reshape(-1, h * w)
+    return flat.reshape(n, w, h)
 
 
 def load_raw(

@@ -15,6 +15,7 @@ from mnistlab.errors import ConfigError
 
 SPLIT_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
+_MNIST_COUNTS = (60_000, 10_000)
 _MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -54,6 +55,9 @@ class DatasetSpec:
     license: str = ""
     multilabel: bool = False  # labels are sets: multi-hot (N, K) arrays instead of class indices (N,)
     mirror_safe: bool = False  # a left-right mirrored image keeps its class (clothes: yes; digits, letters: no)
+    # (train, test) items in the official files: an IDX header declaring more is refused before
+    # anything is decompressed (smaller files, e.g. test fixtures, are fine)
+    counts: tuple[int, int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -117,6 +121,7 @@ register_dataset(
         },
         mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
         embedded=True,
+        counts=_MNIST_COUNTS,
         description="MNIST handwritten digits: 60,000 train + 10,000 test, 28x28 grey",
         license="CC BY-SA 3.0 (Yann LeCun and Corinna Cortes)",
     )
@@ -143,6 +148,7 @@ register_dataset(
             "test_labels": ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
         },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        counts=_MNIST_COUNTS,
         description="Fashion-MNIST (Zalando): 10 clothing classes, MNIST shapes",
         license="MIT",
         mirror_safe=True,
@@ -162,6 +168,7 @@ register_dataset(
             "test_labels": "7320c461ea6c1c855c0b718fb2a4b134",
         },
         mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        counts=_MNIST_COUNTS,
         description="Kuzushiji-MNIST: 10 cursive hiragana, MNIST shapes",
         license="CC BY-SA 4.0 (ROIS-DS CODH)",
     )
@@ -174,6 +181,11 @@ _EMNIST_CLASSES = {
     "letters": tuple(string.ascii_lowercase),
     "digits": DIGITS,
     "mnist": DIGITS,
+}
+# (train, test) sizes of each EMNIST split (Cohen et al. 2017, table II)
+_EMNIST_COUNTS = {
+    "byclass": (697_932, 116_323), "bymerge": (697_932, 116_323), "balanced": (112_800, 18_800),
+    "letters": (124_800, 20_800), "digits": (240_000, 40_000), "mnist": (60_000, 10_000),
 }
 EMNIST_MIRRORS = ("https://www.itl.nist.gov/iaui/vip/cs_links/EMNIST/",)
 EMNIST_ZIP_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"
@@ -192,6 +204,7 @@ for _split, _classes in _EMNIST_CLASSES.items():
             mirrors=EMNIST_MIRRORS,
             transpose=True,
             label_offset=1 if _split == "letters" else 0,
+            counts=_EMNIST_COUNTS[_split],
             archive=ArchiveSpec("gzip.zip", EMNIST_ZIP_MD5, {k: f"gzip/{f}" for k, f in _files.items()}),
             description=f"EMNIST {_split}: {len(_classes)} classes of handwritten characters, 28x28",
             license="NIST terms, see https://www.nist.gov/itl/products-and-services/emnist-dataset",

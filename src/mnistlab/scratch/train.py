@@ -40,13 +40,11 @@ def create_numpy_model(cfg: Config, num_features: int, num_classes: int) -> Mode
 
 def _prepare(cfg: Config) -> dict:
     """Flattened float32 splits, standardised with the training pixels' mean and std."""
-    from ..data.loader import stratified_split, stratified_subset
+    from ..data.loader import split_train_val
     from ..data.raw import load_raw
 
     raw = load_raw(cfg.dataset, cfg.data_dir, seed=cfg.seed)
-    train_idx, val_idx = stratified_split(raw.train_y, cfg.val_size, cfg.seed)
-    if cfg.train_size is not None:
-        train_idx = train_idx[stratified_subset(raw.train_y[train_idx], cfg.train_size, cfg.seed)]
+    train_idx, val_idx = split_train_val(raw.train_y, cfg.val_size, cfg.train_size, cfg.seed)
 
     pixels = raw.train_x[train_idx]
     # Mean and std of the training pixels from their 256-bin histogram (exact, and no float copy).
