@@ -14,11 +14,14 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .config import (PRESETS, Config, field_default, field_type, optimiser_summary, preset_values, read_config_file,
                      schedule_summary)
 from .errors import ConfigError, MnistlabError, TrainingDiverged
+
+if TYPE_CHECKING:
+    from .session import TrainSession
 
 PROG = "mnistlab"
 EXIT_ERROR = 1
@@ -181,7 +184,9 @@ def _plain(value: Any) -> str:
         return "yes" if value else "no"
     if value is None:
         return "unset"
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    if isinstance(value, tuple):
+        return ",".join(map(_plain, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def resume_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,7 +215,7 @@ def resume_changes(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(wanted, name) for name in RESUME_MAY_CHANGE if getattr(wanted, name) != getattr(stored, name)}
 
 
-def describe_run(session: Any, resumed: bool = False) -> str:
+def describe_run(session: "TrainSession", resumed: bool = False) -> str:
     """The first line of a training run: model, split sizes, the effective optimiser and schedule, length, device, run."""
     from .models import count_parameters
 

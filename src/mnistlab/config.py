@@ -263,11 +263,8 @@ def show_setting(name: str, value: Any) -> str:
         return f"--{_flag(name)}" if value else f"--no-{_flag(name)}"
     if value is None:
         return f"--{_flag(name)} (unset)"
-    def text(v: Any) -> str:
-        return f"{v:g}" if isinstance(v, float) else str(v)
-
-    shown = ",".join(map(text, value)) if isinstance(value, tuple) else text(value)
-    return f"--{_flag(name)} {shown}"
+    items = value if isinstance(value, tuple) else (value,)
+    return f"--{_flag(name)} " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in items)
 
 
 # What the NumPy engine reads (scratch/train.py): plain mini-batch SGD on flattened, standardised
@@ -282,8 +279,9 @@ NUMPY_FIELDS = frozenset({
 def ignored_options(cfg: Config) -> dict[str, str]:
     """Fields given a value (not the default) that the rest of `cfg` makes meaningless: field -> why.
 
-    Model knobs are the model registry's business (session.check_names). Turning off what is
-    already off (`--no-figures` without a run directory) is not a request that could be lost.
+    Model knobs are the model registry's business: session.check_names adds them and refuses the
+    first of all. Turning off what is already off (`--no-figures` without a run directory) is not
+    a request that could be lost. Warmup is no such field: lr_at warms up every schedule.
     """
     given = set(changed_fields(cfg))
     why: dict[str, str] = {}
@@ -328,16 +326,13 @@ def ignored_options(cfg: Config) -> dict[str, str]:
     return why
 
 
-def check_options(cfg: Config) -> None:
-    """Refuse, in one line, the first option that `cfg` would silently ignore (see `ignored_options`)."""
-    why = ignored_options(cfg)
-    if why:
-        raise ConfigError(next(iter(why.values())))
+def optimiser_summary(cfg: Config, lr: float | None = None) -> str:
+    """The effective optimiser in words, as `train.build_optimizer` builds it: 'sgd lr 0.15 momentum 0.9 nesterov wd 0.0005'.
 
-
-def optimiser_summary(cfg: Config) -> str:
-    """The effective optimiser in words, as `train.build_optimizer` builds it: 'sgd lr 0.15 momentum 0.9 nesterov wd 0.0005'."""
-    parts = [cfg.optimizer, f"lr {cfg.peak_lr:g}"]
+    Args:
+        lr: the peak rate, when the engine has its own default (`cfg.peak_lr` otherwise).
+    """
+    parts = [cfg.optimizer, f"lr {cfg.peak_lr if lr is None else lr:g}"]
     if cfg.optimizer == "sgd":
         parts.append(f"momentum {cfg.momentum:g}" + (" nesterov" if cfg.nesterov and cfg.momentum > 0 else ""))
     if cfg.optimizer in ("adam", "adamw"):
