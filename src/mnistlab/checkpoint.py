@@ -180,10 +180,12 @@ class Checkpoint:
 
     def build_model(self) -> nn.Module:
         """Rebuild the model from the stored config and load the weights; a mismatch is a CheckpointError."""
-        from .models import create_model
+        from .models import create_model, model_options
 
         try:
-            model = create_model(self.cfg.model, len(self.class_names), self.in_shape, **self.cfg.model_overrides())
+            # Only the model's own options: a config saved before models declared them may hold knobs it never used.
+            overrides = self.cfg.model_overrides(model_options(self.cfg.model))
+            model = create_model(self.cfg.model, len(self.class_names), self.in_shape, **overrides)
         except (ConfigError, ValueError, TypeError) as e:
             raise CheckpointError(f"{self.path}: cannot rebuild the model from its config: {e}") from None
         state = self.model_state()

@@ -15,10 +15,14 @@ import signal
 import sys
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .config import PRESETS, Config, field_type, preset_values
+from .config import (PRESETS, Config, field_default, field_type, optimiser_summary, preset_values, read_config_file,
+                     schedule_summary)
 from .errors import ConfigError, MnistlabError, MnistlabWarning, TrainingDiverged
+
+if TYPE_CHECKING:
+    from .session import TrainSession
 
 PROG = "mnistlab"
 EXIT_ERROR = 1
@@ -41,9 +45,13 @@ def _parse_list(base: type) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
         parts = [p.strip() for p in text.split(",") if p.strip()]
         try:
-            return tuple(base(p) for p in parts)
+            values = tuple(base(p) for p in parts)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {base.__name__}s, e.g. 520,320; got {text!r}") from None
+        if not values:  # "" would mean no hidden layers (a linear model), no classes, no betas
+            example = "0.9,0.999" if base is float else "520,320"
+            raise argparse.ArgumentTypeError(f"expected at least one {base.__name__}, e.g. {example}; got {text!r}")
+        return values
 
     parse.__name__ = f"list of {base.__name__}"
     return parse
@@ -81,21 +89,52 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **kwargs)
 
 
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields given on the command line (the others are absent: argparse.SUPPRESS)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    """defaults < --preset (with its overrides for the chosen data set) < --config FILE < flags."""
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    """defaults < --preset (with its overrides for the chosen data set) < --config FILE < flags.
+
+    A setting from --preset or --config that a higher layer made meaningless (`--preset lecture
+    --optimizer adam`: the preset's momentum) goes back to its default, since nobody asked for it
+    with this choice; one that is meaningless where it was given (`--model lenet --dropout 0.5`,
+    or both in one config file) is an error (here for files, in session.check_names for flags).
+    """
+    from .session import ignored_settings
+
     preset = getattr(args, "preset", None)
+    below_flags = [(f"--config {args.config}", read_config_file(args.config))] if getattr(args, "config", None) else []
 
-    def build(dataset: str | None) -> Config:
-        cfg = Config.from_dict(preset_values(preset, dataset)) if preset else Config()
-        if getattr(args, "config", None):
-            cfg = Config.load(args.config, base=cfg)
-        return Config.from_dict(flags, base=cfg) if flags else cfg
+    def layers(dataset: str | None) -> list[tuple[str, dict[str, Any]]]:
+        first = [(f"--preset {preset}", preset_values(preset, dataset))] if preset else []
+        return first + below_flags + [("flags", _flags(args))]
 
-    cfg = build(None)
-    # The data set may come from the flags or the config file: build again with the preset's
-    # overrides for it (a no-op for data sets without any).
-    return build(cfg.dataset) if preset else cfg
+    def build(chosen: list[tuple[str, dict[str, Any]]]) -> Config:
+        cfg = Config()
+        for _, values in chosen:
+            cfg = Config.from_dict(values, base=cfg) if values else cfg
+        return cfg
+
+    chosen = layers(None)
+    cfg = build(chosen)
+    if preset:
+        # The data set may come from the flags or the config file: build again with the preset's
+        # overrides for it (a no-op for data sets without any).
+        chosen = layers(cfg.dataset)
+        cfg = build(chosen)
+    stale: dict[str, Any] = {}
+    for name in ignored_settings(cfg):
+        owners = [i for i, (_, values) in enumerate(chosen) if name in values]
+        if not owners or owners[-1] == len(chosen) - 1:
+            continue  # the default, or the user's own flag: check_names refuses it
+        where, _ = chosen[owners[-1]]
+        why = ignored_settings(build(chosen[: owners[-1] + 1])).get(name)
+        if why:
+            raise ConfigError(f"{where}: {why}")
+        stale[name] = field_default(name)
+    return Config.from_dict(stale, base=cfg) if stale else cfg
 
 
 # ----------------------------------------------------------------------------- train
@@ -136,16 +175,85 @@ def _fmt_loss(x: float | None) -> str:
     return "   -   " if x is None else f"{x:7.4f}"
 
 
+# Settings that only say where a run executes: they may change when it resumes. Every other one
+# shapes the numbers (a longer --epochs would even rewrite the schedule already followed).
+RESUME_MAY_CHANGE = ("device", "threads", "figures")
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(map(_plain, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resume_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """What --resume may change (device, threads, figures), from the settings given with it.
+
+    Any other setting (flag, --preset or --config) that differs from the run's stored config is
+    one ConfigError listing each difference, before any data is loaded.
+    """
+    from pathlib import Path
+
+    from .run import RunDir, check_resumable
+
+    stored = check_resumable(RunDir(Path(args.resume)))
+    wanted = stored
+    preset = getattr(args, "preset", None)
+    layers = [preset_values(preset, stored.dataset)] if preset else []
+    layers += [read_config_file(args.config)] if getattr(args, "config", None) else []
+    for values in [*layers, _flags(args)]:
+        wanted = Config.from_dict(values, base=wanted) if values else wanted
+    diffs = [f"--{f.name.replace('_', '-')} (stored {_plain(getattr(stored, f.name))}, given {_plain(getattr(wanted, f.name))})"
+             for f in dataclasses.fields(Config)
+             if f.name not in RESUME_MAY_CHANGE and getattr(stored, f.name) != getattr(wanted, f.name)]
+    if diffs:
+        raise ConfigError(f"--resume {args.resume} continues the run with its stored config, but these settings differ: "
+                          f"{'; '.join(diffs)} (only --{', --'.join(RESUME_MAY_CHANGE)} may change on resume)")
+    return {name: getattr(wanted, name) for name in RESUME_MAY_CHANGE if getattr(wanted, name) != getattr(stored, name)}
+
+
+def describe_run(session: "TrainSession", resumed: bool = False) -> str:
+    """The first line of a training run: model, split sizes, the effective optimiser and schedule, length, device, run."""
+    from .models import count_parameters
+
+    cfg, data, trainer = session.cfg, session.data, session.trainer
+    training = [optimiser_summary(cfg), schedule_summary(cfg)]
+    if cfg.loss != "ce":
+        training.append(f"loss {cfg.loss}")
+    if cfg.label_smoothing:
+        training.append(f"label smoothing {cfg.label_smoothing:g}")
+    if cfg.augment:
+        training.append("augmented")
+    steps = f"{trainer.total_steps:,} step{'' if trainer.total_steps == 1 else 's'}"
+    length = steps if cfg.steps else f"{cfg.epochs:g} epoch{'' if cfg.epochs == 1 else 's'} ({steps})"
+    where = f"run {session.run.path}" if session.run else "no run directory (--no-save-run)"
+    if resumed:
+        where += f" (resumed at step {trainer.state.step:,})"
+    return (
+        f"{cfg.model} ({count_parameters(session.model):,} parameters) on {data.name}: {len(data.train):,} train / "
+        f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test; {', '.join(training)}, "
+        f"batch {cfg.batch_size}, {length}; device {trainer.device}; {where}"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .session import TrainSession
+    from .session import TrainSession, check_names
 
     if args.resume:
-        session = TrainSession.resume(args.resume, device=getattr(args, "device", None))
+        changes = resume_changes(args)
+        session = TrainSession.resume(args.resume, device=changes.get("device"), threads=changes.get("threads"))
+        if "figures" in changes:
+            session.cfg.figures = changes["figures"]
     else:
         cfg = config_from_args(args)
         if cfg.engine == "numpy":
             from .scratch.cli import run_numpy
 
+            check_names(cfg)
             return run_numpy(cfg, quiet=args.quiet)
         session = TrainSession.start(cfg)
     cfg = session.cfg
@@ -183,15 +291,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"  | val loss {_fmt_loss(record['val_loss'])} acc {_fmt_pct(record['val_acc'])}  | {record['time_s']:6.2f} s"
         )
 
-    from .models import count_parameters
-
     if not args.quiet:
-        where = f"run {session.run.path}" if session.run else "no run directory (--no-save-run)"
-        _out(
-            f"{cfg.model} ({count_parameters(session.model):,} parameters) on {data.name}: "
-            f"{len(data.train):,} train, {len(data.val) if data.val else 0:,} val, {len(data.test):,} test images; "
-            f"device {session.trainer.device}; {where}"
-        )
+        _out(describe_run(session, resumed=bool(args.resume)))
     start = time.perf_counter()
     try:
         with _StopFlag() as stop:

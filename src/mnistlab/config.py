@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from .errors import ConfigError
 
@@ -170,6 +170,10 @@ class Config:
         need(self.target_acc is None or self.val_size != 0,
              "--target-acc watches validation accuracy: it needs a validation split (--val-size above 0)")
         need(self.aug_shift >= 0 and self.aug_rotate >= 0 and 0 <= self.aug_scale < 1, "augmentation sizes must be 0 or more (scale below 1)")
+        for name in ("hidden", "conv_channels", "classes"):
+            # An empty list would mean "no layers" (a linear model) or "no classes": never what was meant.
+            need(getattr(self, name) != (), f"--{_flag(name)} is empty: give at least one value, e.g. "
+                                            f"--{_flag(name)} {'3,8' if name == 'classes' else '64'}")
         for name in ("hidden", "conv_channels"):
             sizes = getattr(self, name)
             need(sizes is None or all(isinstance(s, int) and s > 0 for s in sizes), f"--{name} must be positive integers, got {sizes}")
@@ -194,11 +198,15 @@ class Config:
         """The learning rate at the schedule's peak: `lr`, or the optimiser's usual default."""
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
-    def model_overrides(self) -> dict[str, Any]:
-        """The model knobs, for `create_model(name, **overrides)` (None means: the model's default)."""
-        keys = ("hidden", "activation", "dropout", "batch_norm", "init", "kernel_size", "padding", "hidden_size", "layers",
-                "space_to_depth", "convs_per_stage")
-        return {**{k: getattr(self, k) for k in keys}, "channels": self.conv_channels}
+    def model_overrides(self, options: Collection[str] | None = None) -> dict[str, Any]:
+        """The model knobs set away from their defaults, for `create_model(name, **overrides)`.
+
+        Args:
+            options: keep only these builder keywords (`model_options(name)`): a config saved before
+                models declared their options may hold knobs that its model never used.
+        """
+        knobs = {MODEL_FIELDS[k]: getattr(self, k) for k in MODEL_FIELDS if k in changed_fields(self)}
+        return {k: v for k, v in knobs.items() if options is None or k in options}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -225,17 +233,133 @@ class Config:
     @classmethod
     def load(cls, path: str | Path, base: "Config | None" = None) -> "Config":
         """Read a JSON config file (for `--config` and for rebuilding a run)."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config file holds one JSON object")
-        return cls.from_dict(data, base)
+        return cls.from_dict(read_config_file(path), base)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a config file, unchecked (`Config.from_dict` checks it)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds one JSON object")
+    return data
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+# Config field -> the builder keyword it feeds (`create_model(name, **overrides)`).
+MODEL_FIELDS = {
+    "hidden": "hidden", "activation": "activation", "dropout": "dropout", "batch_norm": "batch_norm", "init": "init",
+    "conv_channels": "channels", "kernel_size": "kernel_size", "padding": "padding", "space_to_depth": "space_to_depth",
+    "convs_per_stage": "convs_per_stage", "hidden_size": "hidden_size", "layers": "layers",
+}
+
+
+def field_default(name: str) -> Any:
+    """The default of Config field `name`."""
+    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def changed_fields(cfg: Config) -> list[str]:
+    """The fields of `cfg` whose values differ from the defaults: what was given."""
+    return [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != field_default(f.name)]
+
+
+def show_setting(name: str, value: Any) -> str:
+    """How a setting is typed on the command line: --lr 0.1, --no-nesterov, --hidden 64,32."""
+    if isinstance(value, bool):
+        return f"--{_flag(name)}" if value else f"--no-{_flag(name)}"
+    if value is None:
+        return f"--{_flag(name)} (unset)"
+    items = value if isinstance(value, tuple) else (value,)
+    return f"--{_flag(name)} " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in items)
+
+
+# What the NumPy engine reads (scratch/train.py): plain mini-batch SGD on flattened, standardised
+# pixels; everything else in a Config would be silently ignored by it.
+NUMPY_FIELDS = frozenset({
+    "dataset", "data_dir", "val_size", "train_size", "model", "hidden", "lr", "momentum", "nesterov", "weight_decay",
+    "epochs", "steps", "batch_size", "schedule", "warmup", "step_every", "gamma", "engine", "seed", "eval_batch_size",
+    "out_dir", "name", "save_run", "figures",
+})
+
+
+def ignored_options(cfg: Config) -> dict[str, str]:
+    """Fields given a value (not the default) that the rest of `cfg` makes meaningless: field -> why.
+
+    Model knobs are the model registry's business: session.check_names adds them and refuses the
+    first of all. Turning off what is already off (`--no-figures` without a run directory) is not
+    a request that could be lost. Warmup is no such field: lr_at warms up every schedule.
+    """
+    given = set(changed_fields(cfg))
+    why: dict[str, str] = {}
+
+    def unused(names: Collection[str], reason: str) -> None:
+        for name in names:
+            if name in given and name not in why:
+                why[name] = f"{show_setting(name, getattr(cfg, name))}: {reason}"
+
+    if cfg.engine == "numpy":
+        unused(sorted(given - NUMPY_FIELDS - {"figures"}), "the numpy engine does not use it (it trains softmax or mlp "
+                                                           "with plain mini-batch SGD on standardised pixels)")
+        if cfg.model != "mlp":
+            unused(("hidden",), f"the numpy engine's {cfg.model} has no hidden layers (its mlp does)")
+    if cfg.optimizer != "sgd":
+        unused(("momentum", "nesterov"), f"only --optimizer sgd uses it, not {cfg.optimizer}")
+    if cfg.optimizer not in ("adam", "adamw"):
+        unused(("betas",), f"only --optimizer adam and adamw use it, not {cfg.optimizer}")
+    if cfg.schedule != "step":
+        unused(("step_every", "gamma"), f"only --schedule step uses it, not {cfg.schedule}")
+    if cfg.steps is not None:
+        unused(("epochs",), f"--steps {cfg.steps} sets the length of the run: give --epochs or --steps, not both")
+    if not cfg.augment:
+        unused(("aug_shift", "aug_rotate", "aug_scale"), "augmentation is off: add --augment")
+        if not cfg.tta:
+            unused(("aug_flip",), "augmentation and test-time augmentation are off: add --augment or --tta")
+    if cfg.model == "logistic":
+        # One logit: binary cross entropy whatever --loss says (losses.compute_loss).
+        unused(("loss",) if cfg.loss != "bce" else (), "the logistic model always trains with binary cross entropy on "
+                                                       "its one logit (use ce or bce)")
+        unused(("label_smoothing",), "the logistic model's binary cross entropy does not smooth labels")
+    if cfg.loss != "ce":
+        unused(("label_smoothing",), f"only --loss ce smooths labels, not {cfg.loss}")
+    if ":" not in cfg.dataset:
+        unused(("image_size", "channels", "test_size"), f"only folder: and csv: data sets use it, not {cfg.dataset}")
+    elif cfg.dataset.startswith("csv:"):
+        unused(("image_size",), "csv: images keep the size of their pixel columns")
+    if not cfg.save_run:
+        unused(("name", "out_dir"), "--no-save-run writes no run directory")
+    if cfg.device in ("cpu", "mps"):
+        unused(("bf16",), f"bfloat16 autocast runs on CUDA only, not on {cfg.device}")
+    return why
+
+
+def optimiser_summary(cfg: Config, lr: float | None = None) -> str:
+    """The effective optimiser in words, as `train.build_optimizer` builds it: 'sgd lr 0.15 momentum 0.9 nesterov wd 0.0005'.
+
+    Args:
+        lr: the peak rate, when the engine has its own default (`cfg.peak_lr` otherwise).
+    """
+    parts = [cfg.optimizer, f"lr {cfg.peak_lr if lr is None else lr:g}"]
+    if cfg.optimizer == "sgd":
+        parts.append(f"momentum {cfg.momentum:g}" + (" nesterov" if cfg.nesterov and cfg.momentum > 0 else ""))
+    if cfg.optimizer in ("adam", "adamw"):
+        parts.append("betas " + ",".join(f"{b:g}" for b in cfg.betas))
+    parts.append(f"wd {cfg.weight_decay:g}")
+    return " ".join(parts)
+
+
+def schedule_summary(cfg: Config) -> str:
+    """The learning-rate schedule in words: 'onecycle warmup 30%', 'constant', 'step x0.1 every 1 epoch'."""
+    text = cfg.schedule
+    if cfg.schedule == "step":
+        text += f" x{cfg.gamma:g} every {cfg.step_every:g} epoch{'s' if cfg.step_every != 1 else ''}"
+    return text + (f" warmup {100 * cfg.warmup:g}%" if cfg.warmup else "")
 
 
 def _safe_name(name: str) -> bool:
@@ -295,10 +419,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # One hidden layer of 256: the fast MLP.
     "mlp": {"model": "mlp", "hidden": [256], "epochs": 2.0, "batch_size": 256, "optimizer": "sgd", "lr": 0.25,
             "weight_decay": 0.0, "label_smoothing": 0.1, "schedule": "onecycle", "val_size": 0},
-    # The lectures' settings: LeNet-style CNN, SGD lr 0.01 momentum 0.5, batch 64, constant lr.
+    # The lectures' loop, every setting named (a change of defaults must not change it): LeNet-style
+    # CNN, plain SGD lr 0.01 momentum 0.5 (no Nesterov), batch 64, constant lr from the first step,
+    # no weight decay, no label smoothing, no clipping, no augmentation.
     "lecture": {
         "model": "lenet", "optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "nesterov": False, "batch_size": 64,
-        "epochs": 3.0, "schedule": "constant", "warmup": 0.0, "weight_decay": 0.0,
+        "epochs": 3.0, "schedule": "constant", "warmup": 0.0, "weight_decay": 0.0, "loss": "ce", "label_smoothing": 0.0,
+        "grad_clip": 0.0, "augment": False, "tta": False, "normalize": "standard",
     },
 }
 

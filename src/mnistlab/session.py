@@ -12,16 +12,17 @@ from typing import Callable
 
 import torch
 
-from .config import Config
+from .config import MODEL_FIELDS, Config, changed_fields, ignored_options, show_setting
 from .data.loader import DataBundle, load_dataset
 from .errors import ConfigError
-from .models import create_model, list_models
+from .models import create_model, list_models, model_options, models_using
 from .run import RunDir, check_resumable, restore_trainer, save_trainer
 from .train import History, Hooks, Trainer, TrainingInterrupted, resolve_device
 
 
-def check_names(cfg: Config) -> None:
-    """Unknown model or data set names fail before any data is loaded."""
+def check_names(cfg: Config, options: bool = True) -> None:
+    """Unknown model or data set names, and (with `options`) any given setting that this config
+    would silently ignore, fail before any data is loaded."""
     from .data.sources import get_dataset_spec
 
     if cfg.model not in list_models():
@@ -39,6 +40,40 @@ def check_names(cfg: Config) -> None:
         if bad or (cfg.positive is not None and not 0 <= cfg.positive < spec.num_classes):
             flag = f"--classes {bad}" if bad else f"--positive {cfg.positive}"
             raise ConfigError(f"{flag} out of range: {spec.name} has classes 0-{spec.num_classes - 1}")
+    if options:
+        why = ignored_settings(cfg)
+        if why:
+            raise ConfigError(next(iter(why.values())))
+
+
+def ignored_settings(cfg: Config) -> dict[str, str]:
+    """Every setting given a value (not the default) that `cfg` would silently ignore: field -> why.
+
+    The model's declared options (`model_options`), the data set's kind, and the config's own
+    rules (`config.ignored_options`). Unknown names are check_names' to report, so they are skipped.
+    """
+    from .data.sources import get_dataset_spec, list_datasets
+
+    given = set(changed_fields(cfg))
+    why: dict[str, str] = {}
+    if cfg.engine == "torch" and cfg.model in list_models():
+        used = model_options(cfg.model)
+        for name, keyword in MODEL_FIELDS.items():
+            if name in given and keyword not in used:
+                users = ", ".join(models_using(keyword)) or "none"
+                why[name] = f"{show_setting(name, getattr(cfg, name))}: {cfg.model} does not use it (models that do: {users})"
+    if "threshold" in given:
+        try:
+            multilabel = ":" not in cfg.dataset and get_dataset_spec(cfg.dataset).multilabel
+        except ConfigError:
+            multilabel = True  # an unknown data set: check_names says so
+        if not multilabel:
+            sets = ", ".join(n for n in list_datasets() if get_dataset_spec(n).multilabel)
+            why["threshold"] = (f"{show_setting('threshold', cfg.threshold)}: only multi-label data sets ({sets}) use it; "
+                                f"{cfg.dataset} has one class per image")
+    for name, reason in ignored_options(cfg).items():
+        why.setdefault(name, reason)
+    return why
 
 
 def check_multilabel(cfg: Config) -> None:
@@ -66,7 +101,10 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
     """The model a config names, initialised from `cfg.seed`."""
     torch.manual_seed(cfg.seed)
     try:
-        return create_model(cfg.model, data.num_classes, data.in_shape, **cfg.model_overrides())
+        # Only the model's own options: new runs were checked (check_names), and a run saved before
+        # models declared their options may hold knobs that its model never used.
+        overrides = cfg.model_overrides(model_options(cfg.model))
+        return create_model(cfg.model, data.num_classes, data.in_shape, **overrides)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -92,6 +130,8 @@ class TrainSession:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
+        if cfg.bf16 and device.type != "cuda":  # the trainer would quietly train in float32
+            raise ConfigError(f"--bf16: bfloat16 autocast runs on CUDA only; this run trains on {device.type}")
         data = data or load_data(cfg, device)
         model = build_model(cfg, data).to(device)
         trainer = Trainer(model, data, cfg)
@@ -99,13 +139,18 @@ class TrainSession:
         return cls(cfg, data, model, trainer, run)
 
     @classmethod
-    def resume(cls, run_path: str | Path, device: str | None = None) -> "TrainSession":
-        """Continue a run from its `last` checkpoint with the config it was started with."""
+    def resume(cls, run_path: str | Path, device: str | None = None, threads: int | None = None) -> "TrainSession":
+        """Continue a run from its `last` checkpoint with the config it was started with.
+
+        Only where it runs may change (`device`, `threads`): every other setting is the stored one.
+        """
         run = RunDir(Path(run_path))
         cfg = check_resumable(run)
         if device:
             cfg.device = device
-        check_names(cfg)
+        if threads:
+            cfg.threads = threads
+        check_names(cfg, options=False)  # the stored config was checked when the run started
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         data = load_data(cfg, resolve_device(cfg.device))

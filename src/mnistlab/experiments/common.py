@@ -90,6 +90,8 @@ def make_config(opts: Options, **fields: Any) -> Config:
             "save_run": False, "figures": False}
     if opts.quick:
         base.update(train_size=QUICK_TRAIN_SIZE, val_size=QUICK_VAL_SIZE, log_every=5)
+    if fields.get("optimizer", "sgd") != "sgd":  # momentum is SGD's: another optimiser would ignore it (refused)
+        base = {k: v for k, v in base.items() if k not in ("momentum", "nesterov")}
     return Config.from_dict({**base, **fields})
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_model
+from . import model_options, register_model
 
 
 def _flat_features(features: nn.Module, in_shape: tuple[int, int, int]) -> int:
@@ -117,7 +117,7 @@ class FastCNN(nn.Module):
 
 
 @register_model("lenet", "the lectures' CNN: conv 10@5x5, pool, conv 20@5x5, pool, Linear(320, K)")
-def lenet(num_classes: int, in_shape: tuple[int, int, int], **_: object) -> nn.Module:
+def lenet(num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
     """The LeNet-style CNN of the classic lectures."""
     return LeNet(in_shape, num_classes)
 
@@ -133,7 +133,6 @@ def cnn(
     dropout: float = 0.0,
     space_to_depth: int = 1,
     convs_per_stage: int = 1,
-    **_: object,
 ) -> nn.Module:
     """A small modern CNN: two 5x5 convolution stages and a 32-unit head."""
     return FastCNN(in_shape, num_classes, tuple(channels), kernel_size, padding, tuple(hidden), dropout, space_to_depth,
@@ -144,7 +143,8 @@ def cnn(
 FASTCNN_DEFAULTS = {"channels": (16, 32), "kernel_size": 3, "padding": 1, "hidden": (64,), "space_to_depth": 2}
 
 
-@register_model("fastcnn", "the default: cnn with a space-to-depth stem and 3x3 convolutions; fastest to 99% on a CPU")
+@register_model("fastcnn", "the default: cnn with a space-to-depth stem and 3x3 convolutions; fastest to 99% on a CPU",
+                options=model_options("cnn"))
 def fastcnn(num_classes: int, in_shape: tuple[int, int, int], **overrides: object) -> nn.Module:
     """The default model: 2x2 space-to-depth, conv 16@3x3 and 32@3x3 stages, a 64-unit head.
 

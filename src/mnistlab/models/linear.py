@@ -22,13 +22,13 @@ class LinearClassifier(nn.Module):
 
 
 @register_model("softmax", "multinomial logistic regression: Linear(C*H*W, K)")
-def softmax_regression(num_classes: int, in_shape: tuple[int, int, int], **_: object) -> nn.Module:
+def softmax_regression(num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
     """Multinomial logistic regression: one linear layer, softmax in the loss."""
     return LinearClassifier(math.prod(in_shape), num_classes)
 
 
 @register_model("logistic", "binary logistic regression: Linear(C*H*W, 1), sigmoid + BCE")
-def logistic_regression(num_classes: int, in_shape: tuple[int, int, int], **_: object) -> nn.Module:
+def logistic_regression(num_classes: int, in_shape: tuple[int, int, int]) -> nn.Module:
     """Binary logistic regression: a single logit; the positive class is class 1 of 2."""
     if num_classes != 2:
         raise ValueError(

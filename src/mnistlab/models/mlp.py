@@ -79,7 +79,6 @@ def mlp(
     dropout: float = 0.0,
     batch_norm: bool = False,
     init: str = "default",
-    **_: object,
 ) -> nn.Module:
     """A fully connected network; the default is the lectures' 784-520-320-240-120-10."""
     return MLP(math.prod(in_shape), tuple(hidden), num_classes, activation, dropout, batch_norm, init)

@@ -28,7 +28,7 @@ class RowRNN(nn.Module):
 
 def _builder(cell: str):
     def build(
-        num_classes: int, in_shape: tuple[int, int, int], hidden_size: int = 128, layers: int = 1, **_: object
+        num_classes: int, in_shape: tuple[int, int, int], hidden_size: int = 128, layers: int = 1
     ) -> nn.Module:
         return RowRNN(cell, in_shape, num_classes, hidden_size, layers)
 

@@ -31,7 +31,13 @@ def run_numpy(cfg: Config, quiet: bool = False) -> int:
                  f"  | val loss {_loss(record['val_loss'])} acc {_pct(record['val_acc'])}  | {record['time_s']:6.2f} s")
 
     if not quiet:
-        _out(f"{cfg.model} (NumPy, hand-written backprop) on {cfg.dataset}: mini-batch SGD, batch {cfg.batch_size}")
+        from ..config import optimiser_summary, schedule_summary
+        from .train import DEFAULT_LR
+
+        lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.model]
+        length = f"{cfg.steps:,} steps" if cfg.steps else f"{cfg.epochs:g} epochs"
+        _out(f"{cfg.model} (NumPy, hand-written backprop) on {cfg.dataset}: mini-batch {optimiser_summary(cfg, lr)}, "
+             f"{schedule_summary(cfg)}, batch {cfg.batch_size}, {length}")
     result = train_numpy(cfg, on_epoch_end=on_epoch_end)
     test, n = result["test"], result["num_test"]
     _out(
