@@ -118,8 +118,12 @@ def save_checkpoint(
     train_state: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     rng: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write an image model's weights (+ optimiser and RNG state when given) and metadata atomically to `path`."""
+    """Write an image model's weights (+ optimiser and RNG state when given) and metadata atomically to `path`.
+
+    `extra` is JSON-ready metadata for the caller (the estimator keeps its original labels there).
+    """
     model = getattr(model, "_orig_mod", model)  # save the uncompiled module's names
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {
@@ -130,6 +134,8 @@ def save_checkpoint(
         "std": list(norm[1]),
         "train_state": train_state,
     }
+    if extra:
+        meta["extra"] = extra
     if optimizer is not None:
         opt_tensors, meta["optimizer"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)

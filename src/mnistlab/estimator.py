@@ -12,7 +12,6 @@ from the data it is given and uses all of it for training unless `val_size` asks
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,7 @@ class Classifier:
         classes = {"labels": self.classes_.tolist(), "dtype": self.classes_.dtype.str}
         cfg = dataclasses.replace(self.config_)
         return save_checkpoint(path, self.model_, cfg, tuple(str(c) for c in self.classes_), self.in_shape_,
-                               self.norm_, extra={"estimator_classes": json.dumps(classes)})
+                               self.norm_, extra={"estimator_classes": classes})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "Classifier":
@@ -234,7 +233,7 @@ class Classifier:
         clf.n_features_in_ = int(np.prod(clf.in_shape_))
         stored = ckpt.meta.get("extra", {}).get("estimator_classes")
         if stored:
-            info = json.loads(stored)
+            info = stored
             clf.classes_ = np.asarray(info["labels"], dtype=np.dtype(info["dtype"]))
         else:
             clf.classes_ = np.asarray(ckpt.class_names)
