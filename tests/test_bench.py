@@ -13,7 +13,7 @@ from mnistlab.cli import main
 from mnistlab.config import Config
 from mnistlab.data.loader import epoch_permutation
 from mnistlab.models import create_model
-from mnistlab.train import Hooks, Trainer, build_optimizer, lr_at
+from mnistlab.training.trainer import Hooks, Trainer, build_optimizer, lr_at
 
 
 def test_fractional_epochs_take_the_same_steps_and_losses(synthetic_bundle):

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from mnistlab.checkpoint import load_checkpoint, save_checkpoint
+from mnistlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from mnistlab.config import Config
 from mnistlab.errors import CheckpointError, ConfigError
 from mnistlab.models import create_model
@@ -155,17 +155,17 @@ def _save_kind(kind: str, path, pad: int = 0):
                         ((0.0,), (1.0,)))
         return model
     if kind == "lm":
-        from mnistlab.lm.checkpoint import save_lm
-        from mnistlab.lm.data import Vocab
-        from mnistlab.lm.train import LMConfig, build_lm
+        from mnistlab.lessons.lm.checkpoint import save_lm
+        from mnistlab.lessons.lm.data import Vocab
+        from mnistlab.lessons.lm.train import LMConfig, build_lm
 
         cfg = LMConfig(model="gru", hidden_size=8, embed_size=4, device="cpu")
         torch.manual_seed(0)
         model = build_lm(cfg, 5)
         save_lm(path, model, cfg, Vocab(tuple("ab c\n")), " ", {"note": "x" * pad})
         return model
-    from mnistlab.scratch import MLP
-    from mnistlab.scratch.train import save_numpy_model
+    from mnistlab.lessons.scratch import MLP
+    from mnistlab.lessons.scratch.train import save_numpy_model
 
     model = MLP(6, (5,), 3, seed=0)
     save_numpy_model(path, model, Config(model="mlp", engine="numpy", hidden=(5,), name="x" * pad or None), ("a", "b", "c"), (0.1, 0.3))
@@ -176,10 +176,10 @@ def _reload(kind: str, path):
     if kind == "image":
         return load_checkpoint(path).build_model()
     if kind == "lm":
-        from mnistlab.lm.checkpoint import load_lm
+        from mnistlab.lessons.lm.checkpoint import load_lm
 
         return load_lm(path)[0]
-    from mnistlab.scratch.train import load_numpy_model
+    from mnistlab.lessons.scratch.train import load_numpy_model
 
     return load_numpy_model(path)[0]
 
@@ -215,7 +215,7 @@ def test_header_length_with_low_byte_0x80_loads_for_every_kind(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_reader_names_the_kind_and_refuses_the_others(tmp_path, kind):
-    from mnistlab.checkpoint import read_checkpoint
+    from mnistlab.runs.checkpoint import read_checkpoint
 
     path = tmp_path / "c.safetensors"
     _save_kind(kind, path)
@@ -248,7 +248,7 @@ def test_non_finite_weights_are_refused_for_every_kind(tmp_path, kind, value):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_run_folder_of_another_kind_is_named(tmp_path, kind):
-    from mnistlab.checkpoint import KINDS as FILES
+    from mnistlab.runs.checkpoint import KINDS as FILES
 
     _save_kind(kind, tmp_path / FILES[kind][2][0])
     assert _same(kind, _reload(kind, tmp_path), _reload(kind, tmp_path / FILES[kind][2][0]))  # the folder works

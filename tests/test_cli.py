@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mnistlab.checkpoint import load_checkpoint
+from mnistlab.runs.checkpoint import load_checkpoint
 from mnistlab.cli import main
 
 FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-size", "200", "--threads", "2"]
@@ -55,7 +55,7 @@ def test_evaluate_and_report(tmp_path, capsys):
 def test_resume_finishes_like_an_uninterrupted_run(tmp_path):
     """Stop after 7 steps (mid-epoch), resume, and end with the same weights bit for bit."""
     from mnistlab.config import Config
-    from mnistlab.session import TrainSession
+    from mnistlab.runs.session import TrainSession
 
     common = dict(dataset="synthetic", model="mlp", hidden=(32,), epochs=3, batch_size=64, val_size=200,
                   augment=True, dropout=0.2, out_dir=str(tmp_path), figures=False, threads=2)

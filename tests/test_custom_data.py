@@ -85,7 +85,7 @@ def test_grey_folder_trains_from_the_cli(tmp_path, capsys):
 
 def test_colour_train_test_folders_train_as_three_channels(tmp_path):
     from mnistlab.config import Config
-    from mnistlab.session import TrainSession
+    from mnistlab.runs.session import TrainSession
 
     data = make_folder(tmp_path / "colour", n=24, colour=True, split=True)
     cfg = Config(dataset=f"folder:{data}", val_size=0, epochs=8, model="softmax", optimizer="adam", lr=0.01,

@@ -15,16 +15,16 @@ from mnistlab import fit, load_dataset
 from mnistlab.config import Config
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model
-from mnistlab.train import Trainer, evaluate
+from mnistlab.training.trainer import Trainer, evaluate
 
 FAST = dict(model="softmax", steps=3, batch_size=64, save_run=False, figures=False)
 
 
 def test_load_dataset_and_config_mean_the_same_auto(monkeypatch):
     """load_dataset's default device is Config's, resolved by the same function the trainer uses."""
-    import mnistlab.train
+    import mnistlab.training.trainer
 
-    assert mnistlab.train.resolve_device is mnistlab.device.resolve_device  # still importable from train
+    assert mnistlab.training.trainer.resolve_device is mnistlab.device.resolve_device  # still importable from train
     seen = []
 
     def spy(name="auto"):
@@ -131,7 +131,7 @@ def test_bench_classic_loop_feeds_cpu_batches_to_the_models_device(device):
     """The lectures' DataLoader yields CPU tensors: each batch must reach the model's device."""
     from mnistlab.bench import ClassicDataset, classic_test, classic_train
     from mnistlab.data.synthetic import synthetic
-    from mnistlab.train import build_optimizer
+    from mnistlab.training.trainer import build_optimizer
 
     x, y = synthetic(512, num_classes=10, seed=0)
     ds = ClassicDataset(x, y, 0.1307, 0.3081)

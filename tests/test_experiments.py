@@ -10,9 +10,9 @@ from PIL import Image
 
 from mnistlab.cli import main
 from mnistlab.errors import ConfigError
-from mnistlab.experiments import Options, Result, get_experiment, list_experiments, run_experiment
-from mnistlab.experiments.common import format_table, format_value
-from mnistlab.experiments.softmax import EXAMPLE, EXPECTED, naive_softmax, stable_softmax
+from mnistlab.lessons.experiments import Options, Result, get_experiment, list_experiments, run_experiment
+from mnistlab.lessons.experiments.common import format_table, format_value
+from mnistlab.lessons.experiments.softmax import EXAMPLE, EXPECTED, naive_softmax, stable_softmax
 
 NAMES = ("depth", "activations", "overfit", "losses", "ova", "softmax", "templates", "rnn", "shapes")
 

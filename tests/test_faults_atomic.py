@@ -68,12 +68,12 @@ def test_every_run_artefact_goes_through_fileio(run_and_writes):
 
 def _writers(tmp_path: Path, run: Path) -> dict:
     """name -> (target path, write()) for each kind of artefact."""
-    from mnistlab import plots
-    from mnistlab.checkpoint import save_checkpoint
+    from mnistlab.reporting import plots
+    from mnistlab.runs.checkpoint import save_checkpoint
     from mnistlab.data.idx import write_idx
     from mnistlab.models import create_model
-    from mnistlab.report import render_report
-    from mnistlab.run import RunDir
+    from mnistlab.reporting.html import render_report
+    from mnistlab.runs.rundir import RunDir
 
     model = create_model("softmax", 10, (1, 28, 28))
     run_copy = tmp_path / "runcopy"
@@ -131,7 +131,7 @@ def test_crash_mid_write_keeps_the_old_file(run_and_writes, tmp_path, monkeypatc
 
 
 def test_torn_last_metrics_line_is_skipped_by_every_reader(run_and_writes, tmp_path, capsys):
-    from mnistlab.run import RunDir
+    from mnistlab.runs.rundir import RunDir
 
     run, _ = run_and_writes
     copy = tmp_path / "r"
@@ -151,7 +151,7 @@ def test_torn_last_metrics_line_is_skipped_by_every_reader(run_and_writes, tmp_p
 
 def test_checkpoint_written_during_interrupt_is_whole_or_absent(tmp_path, monkeypatch):
     """Ctrl-C while the very first checkpoint is written: no file at all rather than half of one."""
-    from mnistlab.checkpoint import save_checkpoint
+    from mnistlab.runs.checkpoint import save_checkpoint
     from mnistlab.models import create_model
 
     target = tmp_path / "last.safetensors"

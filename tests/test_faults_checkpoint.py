@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from mnistlab.checkpoint import FORMAT_VERSION, load_checkpoint
+from mnistlab.runs.checkpoint import FORMAT_VERSION, load_checkpoint
 from mnistlab.cli import main
 
 
@@ -87,9 +87,9 @@ def _zero_std(meta, tensors):
 
 def _lm(path: Path) -> Path:
     """A tiny untrained character LM checkpoint at `path`."""
-    from mnistlab.lm.checkpoint import save_lm
-    from mnistlab.lm.data import Vocab
-    from mnistlab.lm.train import LMConfig, build_lm
+    from mnistlab.lessons.lm.checkpoint import save_lm
+    from mnistlab.lessons.lm.data import Vocab
+    from mnistlab.lessons.lm.train import LMConfig, build_lm
 
     cfg = LMConfig(model="rnn", hidden_size=4, embed_size=2, device="cpu")
     return save_lm(path, build_lm(cfg, 3), cfg, Vocab(tuple("ab ")), " ")
@@ -97,8 +97,8 @@ def _lm(path: Path) -> Path:
 
 def _numpy_model(path: Path) -> Path:
     from mnistlab.config import Config
-    from mnistlab.scratch import SoftmaxRegression
-    from mnistlab.scratch.train import save_numpy_model
+    from mnistlab.lessons.scratch import SoftmaxRegression
+    from mnistlab.lessons.scratch.train import save_numpy_model
 
     model = SoftmaxRegression(784, 10, seed=0)
     return save_numpy_model(path, model, Config(model="softmax", engine="numpy"), tuple("0123456789"), (0.1, 0.3))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab.checkpoint import load_checkpoint
+from mnistlab.runs.checkpoint import load_checkpoint
 from mnistlab.cli import main
 
 # Dropout and augmentation make the resumed run depend on the restored RNG states, not only the

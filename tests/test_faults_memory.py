@@ -111,7 +111,7 @@ _CHILD = textwrap.dedent(
     """
     import contextlib, dataclasses, io, json, re, resource, sys, time
     import numpy, torch
-    import mnistlab.cli, mnistlab.session
+    import mnistlab.cli, mnistlab.runs.session
     from mnistlab.data import sources
     from mnistlab.data.idx import read_images
     from mnistlab.errors import DataError

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import mnistlab.session
-from mnistlab.checkpoint import load_checkpoint
+import mnistlab.runs.session
+from mnistlab.runs.checkpoint import load_checkpoint
 from mnistlab.cli import main
-from mnistlab.losses import LOSSES, class_probabilities, compute_loss
+from mnistlab.training.losses import LOSSES, class_probabilities, compute_loss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,13 +57,13 @@ def test_huge_lr_stops_within_one_step_with_advice(tmp_path, capsys, loss):
 def test_blow_up_after_a_good_epoch_keeps_the_good_checkpoint(tmp_path, capsys, monkeypatch):
     """A step schedule whose lr jumps x1e7 after epoch 1: epoch 1's checkpoint must survive untouched."""
     saved: dict[str, str] = {}
-    real_save = mnistlab.session.save_trainer
+    real_save = mnistlab.runs.session.save_trainer
 
     def recording_save(run, kind, trainer, state):
         real_save(run, kind, trainer, state)
         saved[kind] = hashlib.sha256(run.checkpoint_path(kind).read_bytes()).hexdigest()
 
-    monkeypatch.setattr(mnistlab.session, "save_trainer", recording_save)
+    monkeypatch.setattr(mnistlab.runs.session, "save_trainer", recording_save)
     argv = [*BASE, "--lr", "0.01", "--schedule", "step", "--step-every", "1", "--gamma", "1e7", "--epochs", "3",
             "--out-dir", str(tmp_path), "--name", "jump"]
     assert main(argv) == 1

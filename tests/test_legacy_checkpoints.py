@@ -43,7 +43,7 @@ def test_lm_from_6a3e47d_samples_the_same_text(capsys):
 
 def test_numpy_model_from_6a3e47d_predicts_the_same(capsys):
     from mnistlab.data.raw import load_raw
-    from mnistlab.scratch.train import load_numpy_model
+    from mnistlab.lessons.scratch.train import load_numpy_model
 
     model, meta = load_numpy_model(FIXTURES / "numpy-mlp")
     raw = load_raw("mnist")

@@ -12,12 +12,12 @@ import torch
 
 from mnistlab.cli import main
 from mnistlab.errors import CheckpointError, ConfigError, DataError
-from mnistlab.lm import DEFAULT_TEXT
-from mnistlab.lm.checkpoint import load_lm, save_lm
-from mnistlab.lm.data import Vocab, read_text, split_text, unigram_perplexity
-from mnistlab.lm.model import CharLM, detach
-from mnistlab.lm.sample import sample_text
-from mnistlab.lm.train import LMConfig, evaluate_lm, train_lm
+from mnistlab.lessons.lm import DEFAULT_TEXT
+from mnistlab.lessons.lm.checkpoint import load_lm, save_lm
+from mnistlab.lessons.lm.data import Vocab, read_text, split_text, unigram_perplexity
+from mnistlab.lessons.lm.model import CharLM, detach
+from mnistlab.lessons.lm.sample import sample_text
+from mnistlab.lessons.lm.train import LMConfig, evaluate_lm, train_lm
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_a_failed_lm_start_never_blocks_the_retry_with_the_same_out(tmp_path, ca
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mnistlab.lm.train.train_lm", interrupted)  # Ctrl-C during training
+    monkeypatch.setattr("mnistlab.lessons.lm.train.train_lm", interrupted)  # Ctrl-C during training
     assert main(["lm", "train", "--text", str(text), *LM_FAST, "--out", str(out)]) == 130
     assert not out.exists()
     monkeypatch.undo()

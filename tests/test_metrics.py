@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab import metrics as M
+from mnistlab.evaluation import metrics as M
 
 # ---------------------------------------------------------------------------- numpy oracles
 

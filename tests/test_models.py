@@ -7,7 +7,7 @@ import torch
 
 from mnistlab.config import Config
 from mnistlab.errors import ConfigError
-from mnistlab.losses import compute_loss, predict_classes
+from mnistlab.training.losses import compute_loss, predict_classes
 from mnistlab.models import count_parameters, create_model, list_models, register_model
 from mnistlab.models.summary import check_head, layer_shapes, summarize
 

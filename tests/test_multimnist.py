@@ -97,7 +97,7 @@ def test_cache_is_written_and_read_back(tmp_path, monkeypatch):
 
 
 def test_soft_target_ce_and_set_decisions():
-    from mnistlab.losses import compute_loss, predict_labels
+    from mnistlab.training.losses import compute_loss, predict_labels
 
     logits = torch.tensor([[2.0, 2.0, -9.0], [0.0, 0.0, 0.0]])
     y = torch.tensor([[1, 1, 0], [0, 0, 1]])
@@ -111,7 +111,7 @@ def test_soft_target_ce_and_set_decisions():
 
 
 def test_multilabel_report_by_hand():
-    from mnistlab.metrics import format_report, multilabel_report
+    from mnistlab.evaluation.metrics import format_report, multilabel_report
 
     probs = torch.tensor([[0.9, 0.8, 0.1], [0.6, 0.2, 0.3], [0.1, 0.4, 0.7]])
     y = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 0, 1]])
@@ -132,7 +132,7 @@ def test_single_label_losses_are_refused(loss, tmp_path):
 
     with pytest.raises(ConfigError, match="multi-label"):
         from mnistlab.config import Config
-        from mnistlab.session import check_names
+        from mnistlab.runs.session import check_names
 
         check_names(Config(dataset="multimnist", loss=loss))
     assert main(["train", "--dataset", "multimnist", "--loss", loss, "--out-dir", str(tmp_path), "-q"]) == 2
@@ -166,8 +166,8 @@ def test_cli_train_and_evaluate_multilabel(tmp_path, capsys):
 
 def test_bce_learns_sets_and_beats_softmax(tmp_path):
     """The lesson, on 1,500 images: independent sigmoids name the set; softmax at 0.5 names one label at most."""
-    from mnistlab.experiments import run_experiment
-    from mnistlab.experiments.common import Options
+    from mnistlab.lessons.experiments import run_experiment
+    from mnistlab.lessons.experiments.common import Options
 
     result = run_experiment("multilabel", Options(out_dir=tmp_path, quick=True, threads=2, epochs=2.0))
     rows = {r["loss"]: r for r in next(iter(result.tables.values()))}

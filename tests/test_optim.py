@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnistlab.models import create_model
-from mnistlab.optim import SGD
+from mnistlab.training.optim import SGD
 
 
 def _train(make_opt, steps=6, freeze_at=None):
@@ -76,7 +76,7 @@ def test_no_dynamo_import_for_the_default_optimiser():
     import subprocess
     import sys
 
-    code = ("import sys, torch; from mnistlab.optim import SGD; m = torch.nn.Linear(3, 2); "
+    code = ("import sys, torch; from mnistlab.training.optim import SGD; m = torch.nn.Linear(3, 2); "
             "o = SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True); m(torch.ones(1, 3)).sum().backward(); "
             "o.step(); o.zero_grad(); print(any(k.startswith('torch._dynamo') for k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -12,8 +12,8 @@ from mnistlab.cli import build_parser, config_from_args, main
 from mnistlab.config import MODEL_FIELDS, PRESET_DATASET_OVERRIDES, PRESETS, Config, optimiser_summary, preset_values
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, list_models, model_options, models_using
-from mnistlab.session import check_names
-from mnistlab.train import Trainer, build_optimizer, lr_at
+from mnistlab.runs.session import check_names
+from mnistlab.training.trainer import Trainer, build_optimizer, lr_at
 
 FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-size", "200", "--threads", "2"]
 
@@ -21,12 +21,12 @@ FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-
 @pytest.fixture
 def no_data(monkeypatch, tmp_path):
     """Loading data (the first real work) fails the test: checks must come before it."""
-    import mnistlab.session
+    import mnistlab.runs.session
 
     def refuse(*args, **kwargs):
         raise AssertionError("data were loaded before the options were checked")
 
-    monkeypatch.setattr(mnistlab.session, "load_data", refuse)
+    monkeypatch.setattr(mnistlab.runs.session, "load_data", refuse)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
@@ -280,7 +280,7 @@ def test_optimiser_summary_says_what_build_optimizer_builds(fields):
 @pytest.fixture
 def stopped_run(tmp_path):
     """A run stopped after 3 steps (resumable), as Ctrl-C leaves it."""
-    from mnistlab.session import TrainSession
+    from mnistlab.runs.session import TrainSession
 
     cfg = Config(dataset="synthetic", model="softmax", epochs=2, val_size=200, out_dir=str(tmp_path), name="run",
                  figures=False, threads=2)
@@ -316,7 +316,7 @@ def test_resume_may_change_where_it_runs(stopped_run, capsys):
 
 def test_a_run_saved_with_a_knob_its_model_never_used_still_loads(tmp_path):
     """Before models declared their options, `--model lenet --dropout 0.5` trained (without dropout) and saved."""
-    from mnistlab.checkpoint import load_checkpoint, save_checkpoint
+    from mnistlab.runs.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = Config(model="lenet", dropout=0.5)  # what such a run stored
     model = create_model("lenet")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlab import plots
+from mnistlab.reporting import plots
 
 
 def _check_png(path, min_side=200):

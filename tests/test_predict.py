@@ -145,8 +145,8 @@ def test_top_k_beyond_the_classes_lists_them_all(run, pictures, capsys):
 
 
 def test_library_calls_validate_too(run, pictures):
-    from mnistlab.evaluation import evaluate_checkpoint
-    from mnistlab.predict import Predictor
+    from mnistlab.evaluation.evaluate import evaluate_checkpoint
+    from mnistlab.evaluation.predict import Predictor
 
     predictor = Predictor.from_checkpoint(run)
     with pytest.raises(ConfigError, match="--top-k"):

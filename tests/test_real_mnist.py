@@ -8,7 +8,7 @@ import torch
 
 from mnistlab.config import Config
 from mnistlab.data.loader import build_bundle
-from mnistlab.session import TrainSession
+from mnistlab.runs.session import TrainSession
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -42,7 +42,7 @@ def test_default_model_reaches_98_5_percent(mnist_run):
     run, history = mnist_run
     assert history.test.acc >= 0.985, f"test accuracy {history.test.acc:.2%}"
     # the checkpoint, reloaded, scores the same on the test set
-    from mnistlab.evaluation import evaluate_checkpoint
+    from mnistlab.evaluation.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(str(run / "last.safetensors"), device="cpu")
     assert report["accuracy"] == pytest.approx(history.test.acc, abs=1e-6)
@@ -86,7 +86,7 @@ def test_predict_scanned_mnist_digits(mnist_run, mnist_raw):
     """Real test digits, enlarged 10x and printed black on white, come back with their labels."""
     from PIL import Image
 
-    from mnistlab.predict import Predictor
+    from mnistlab.evaluation.predict import Predictor
 
     run, _ = mnist_run
     predictor = Predictor.from_checkpoint(run)

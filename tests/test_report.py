@@ -9,9 +9,11 @@ import re
 import pytest
 import torch
 
-from mnistlab import metrics, plots
+from mnistlab.evaluation import metrics
+
+from mnistlab.reporting import plots
 from mnistlab.errors import MnistlabError
-from mnistlab.report import render_report
+from mnistlab.reporting.html import render_report
 
 EVIL = "<script>alert('x')</script>"
 

@@ -12,8 +12,8 @@ import torch
 from mnistlab.cli import main
 from mnistlab.config import Config
 from mnistlab.errors import ConfigError
-from mnistlab.scratch import MLP, SoftmaxRegression, softmax
-from mnistlab.scratch.train import load_numpy_model, train_numpy
+from mnistlab.lessons.scratch import MLP, SoftmaxRegression, softmax
+from mnistlab.lessons.scratch.train import load_numpy_model, train_numpy
 
 
 def _models():

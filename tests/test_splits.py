@@ -136,7 +136,7 @@ def test_train_size_beyond_the_pool_is_one_line_and_exit_2(capsys):
 
 
 def test_numpy_engine_uses_the_same_split():
-    from mnistlab.scratch.train import _prepare
+    from mnistlab.lessons.scratch.train import _prepare
 
     data = _prepare(Config(engine="numpy", model="softmax", dataset="synthetic", save_run=False))
     assert (len(data["train"][1]), len(data["val"][1])) == (1843, 205)

@@ -8,7 +8,7 @@ import pytest
 
 from mnistlab.cli import main
 from mnistlab.errors import DataError
-from mnistlab.tabular import EXAMPLES, EXAMPLES_DIR, fit_table, read_table, run_tabular
+from mnistlab.lessons.tabular import EXAMPLES, EXAMPLES_DIR, fit_table, read_table, run_tabular
 
 
 def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from mnistlab.config import Config
 from mnistlab.data.loader import epoch_permutation, iterate_batches
 from mnistlab.errors import TrainingDiverged
 from mnistlab.models import create_model
-from mnistlab.train import Hooks, Trainer, evaluate, lr_at, shift_images
+from mnistlab.training.trainer import Hooks, Trainer, evaluate, lr_at, shift_images
 
 
 def _fit(bundle, **overrides):
@@ -137,7 +137,7 @@ def test_steps_override_epochs(synthetic_bundle):
 
 
 def test_tta_views_shift_and_mirror():
-    from mnistlab.train import TTA_SHIFTS, tta_views
+    from mnistlab.training.trainer import TTA_SHIFTS, tta_views
 
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
     views = tta_views(x)

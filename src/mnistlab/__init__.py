@@ -12,11 +12,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import Config
-from .data.loader import ImageDataset, load_dataset
-from .models import create_model, list_models, register_model
-from .train import evaluate, fit
-from .estimator import Classifier
+from mnistlab.config import Config
+from mnistlab.data.loader import ImageDataset, load_dataset
+from mnistlab.models import create_model, list_models, register_model
+from mnistlab.training.trainer import evaluate, fit
+from mnistlab.estimator import Classifier
 
 __all__ = [
     "Config", "load_dataset", "ImageDataset", "create_model", "list_models", "register_model", "fit", "evaluate",

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .config import PRESETS, Config
+from mnistlab.config import PRESETS, Config
 
 BURN_IN = 3
 REPEATS = 5
@@ -59,8 +59,8 @@ def classic_train(model: torch.nn.Module, optimizer: Any, loader_for_epoch: Call
 
     `max_steps` ends training inside an epoch (for fractional epochs, as the fast path does).
     """
-    from .device import model_device, timer
-    from .losses import compute_loss
+    from mnistlab.device import model_device, timer
+    from mnistlab.training.losses import compute_loss
 
     device = model_device(model) or torch.device("cpu")
     step, seconds = 0, 0.0
@@ -92,7 +92,7 @@ def classic_train(model: torch.nn.Module, optimizer: Any, loader_for_epoch: Call
 @torch.inference_mode()
 def classic_test(model: torch.nn.Module, loader: Any) -> float:
     """Accuracy over a DataLoader, as the lectures' test() computes it (each batch moved to the model's device)."""
-    from .device import model_device
+    from mnistlab.device import model_device
 
     device = model_device(model) or torch.device("cpu")
     model.eval()
@@ -134,11 +134,11 @@ def _timed(fn: Callable[[], Any], repeats: int = REPEATS, burn_in: int = BURN_IN
 
 def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
     """Train and measure one path ('classic' or 'mnistlab') in this process."""
-    from .data.loader import build_bundle
-    from .data.raw import load_raw
-    from .session import build_model
-    from .device import resolve_device
-    from .train import Trainer, lr_at
+    from mnistlab.data.loader import build_bundle
+    from mnistlab.data.raw import load_raw
+    from mnistlab.runs.session import build_model
+    from mnistlab.device import resolve_device
+    from mnistlab.training.trainer import Trainer, lr_at
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -152,7 +152,7 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
     result: dict[str, Any] = {"path": path, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset}
 
     if path == "classic":
-        from .train import build_optimizer
+        from mnistlab.training.trainer import build_optimizer
 
         mean, std = data.mean[0], data.std[0]
         train_ds = ClassicDataset(raw.train_x, raw.train_y, mean, std)
@@ -177,7 +177,7 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
         model.eval()
     else:
         trainer = Trainer(model, data, cfg)
-        from .train import Hooks
+        from mnistlab.training.trainer import Hooks
 
         def on_epoch_end(record: dict) -> None:
             curve.append((record["epoch"], trainer.state.train_seconds, trainer.evaluate(data.test, tta=cfg.tta).acc))
@@ -210,8 +210,8 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
 
 
 def _single_image_latency(model: torch.nn.Module, data: Any, cfg: Config, image: np.ndarray) -> float:
-    from .predict import Predictor
-    from .train import uses_convolutions
+    from mnistlab.evaluation.predict import Predictor
+    from mnistlab.training.trainer import uses_convolutions
 
     dev = torch.device("cpu")
     model = model.to(dev).eval()
@@ -324,7 +324,7 @@ def register(sub: Any) -> None:
     """Add `mnistlab bench` to the CLI."""
     import argparse
 
-    from .cli import add_config_options
+    from mnistlab.cli import add_config_options
 
     p = sub.add_parser("bench", help="time the classic loop and mnistlab side by side; JSON + Markdown table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,7 +338,7 @@ def register(sub: Any) -> None:
 
 
 def _seed_list(text: str) -> list[int]:
-    from .errors import ConfigError
+    from mnistlab.errors import ConfigError
 
     if text.strip().lower() == "none":
         return []
@@ -349,9 +349,9 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _cmd_bench(args: Any) -> int:
-    from .cli import _out, config_from_args
-    from .errors import ConfigError
-    from .fileio import atomic_write_json
+    from mnistlab.cli import _out, config_from_args
+    from mnistlab.errors import ConfigError
+    from mnistlab.fileio import atomic_write_json
 
     cfg = config_from_args(args)
     if not 0 < args.target <= 1:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
-from .errors import ConfigError
+from mnistlab.errors import ConfigError
 
 LOSSES = ("ce", "nll", "mse", "bce")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
@@ -214,7 +214,7 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         """Write the config as JSON, atomically."""
-        from .fileio import atomic_write_json
+        from mnistlab.fileio import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
 

@@ -13,7 +13,7 @@ from typing import ContextManager
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from mnistlab.errors import ConfigError
 
 
 def _mps_available() -> bool:

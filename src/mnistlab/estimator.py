@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config
-from .errors import ConfigError, DataError
+from mnistlab.config import Config
+from mnistlab.errors import ConfigError, DataError
 
 # What an estimator does differently from `mnistlab train`: no run folder or figures, and the
 # data given to `fit` is all training data (cross-validation does the holding out).
@@ -127,9 +127,9 @@ class Classifier:
 
     def fit(self, X: Any, y: Any = None) -> "Classifier":
         """Train on images X with labels y (or a torch Dataset, or a registered data-set name); returns self."""
-        from .data.loader import DataBundle, Split, load_dataset
-        from .session import build_model, check_names
-        from .train import Trainer, resolve_device
+        from mnistlab.data.loader import DataBundle, Split, load_dataset
+        from mnistlab.runs.session import build_model, check_names
+        from mnistlab.training.trainer import Trainer, resolve_device
 
         cfg = self.config()
         check_names(cfg)
@@ -176,7 +176,7 @@ class Classifier:
     @torch.inference_mode()
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, n_classes), columns in the order of `classes_`."""
-        from .losses import as_class_logits, class_probabilities
+        from mnistlab.training.losses import as_class_logits, class_probabilities
 
         self._check_fitted()
         images = _as_images(X)
@@ -206,7 +206,7 @@ class Classifier:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write an mnistlab checkpoint (also readable by `mnistlab predict` and `evaluate`)."""
-        from .checkpoint import save_checkpoint
+        from mnistlab.runs.checkpoint import save_checkpoint
 
         self._check_fitted()
         classes = {"labels": self.classes_.tolist(), "dtype": self.classes_.dtype.str}
@@ -217,8 +217,8 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "Classifier":
         """A fitted Classifier from a checkpoint written by `save` (or by `mnistlab train`)."""
-        from .checkpoint import load_checkpoint
-        from .train import resolve_device
+        from mnistlab.runs.checkpoint import load_checkpoint
+        from mnistlab.training.trainer import resolve_device
 
         ckpt = load_checkpoint(path)
         cfg = ckpt.cfg

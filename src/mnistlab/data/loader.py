@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, MnistlabWarning
+from mnistlab.errors import ConfigError, MnistlabWarning
 
 NORMALIZATIONS = ("standard", "unit", "symmetric")
 
@@ -340,10 +340,10 @@ def load_any(name: str, *, data_dir: str | None = None, download: bool = True, i
              channels: int | None = None, test_size: float | None = None, seed: int = 0):
     """RawData of a registered data set, or of a folder:PATH / csv:PATH one."""
     if name.startswith(("folder:", "csv:")):
-        from .custom import load_custom
+        from mnistlab.data.custom import load_custom
 
         return load_custom(name, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
-    from .raw import load_raw
+    from mnistlab.data.raw import load_raw
 
     return load_raw(name, data_dir=data_dir, download=download)
 
@@ -372,7 +372,7 @@ def load_dataset(
         image_size, channels, test_size: for folder:/csv: data sets only (see data/custom.py; test_size
             None: 10% of the images, at most 10,000).
     """
-    from ..device import resolve_device  # the one meaning of 'auto', shared with Config and the trainer
+    from mnistlab.device import resolve_device  # the one meaning of 'auto', shared with Config and the trainer
 
     device = resolve_device(device)
     raw = load_any(name, data_dir=data_dir, download=download, image_size=image_size, channels=channels,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 import torch.nn as nn
 
-from ..errors import ConfigError
+from mnistlab.errors import ConfigError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -98,7 +98,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Register the built-in models (import for side effect, after the registry exists).
-from . import cnn, linear, mlp, rnn  # noqa: E402,F401
+from mnistlab.models import cnn, linear, mlp, rnn  # noqa: E402,F401
 
 __all__ = ["register_model", "create_model", "list_models", "count_parameters", "model_description", "model_options",
            "models_using"]

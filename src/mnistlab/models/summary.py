@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
-from . import count_parameters, create_model
+from mnistlab.errors import ConfigError
+from mnistlab.models import count_parameters, create_model
 
 
 def layer_shapes(model: nn.Module, in_shape: tuple[int, int, int]) -> list[tuple[str, str, tuple[int, ...], int]]:

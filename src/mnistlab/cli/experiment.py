@@ -1,0 +1,65 @@
+"""`mnistlab experiment NAME`: run one classic lesson and print its tables (the only printing here)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from mnistlab.lessons.experiments import get_experiment, list_experiments, run_experiment
+from mnistlab.lessons.experiments.common import ROUGH_NOTE, Options, format_table
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def register(sub: Any) -> None:
+    """Add the `experiment` subcommand to the main parser's subparsers."""
+    lines = "\n".join(f"  {name:<12} {get_experiment(name).description}" for name in list_experiments())
+    p = sub.add_parser(
+        "experiment", help="run a classic lesson: a table, figures and an HTML report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"Run one of the lectures' experiments on the embedded MNIST.\n\nexperiments:\n{lines}",
+    )
+    p.add_argument("name", metavar="NAME", choices=list_experiments(), help="experiment: " + ", ".join(list_experiments()))
+    p.add_argument("--quick", action="store_true", help="seconds instead of minutes: a data subset, few steps, rough numbers")
+    p.add_argument("--out-dir", help="output folder (default: experiments/<name>-<time>)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to train (default: auto)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
+    p.add_argument("--epochs", type=_positive_float, help="train each variant this many epochs (default: the experiment's own)")
+    p.set_defaults(func=cmd_experiment)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Run the experiment, then print its tables, notes and files."""
+    from mnistlab.errors import ConfigError
+
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+    out_dir = Path(args.out_dir) if args.out_dir else Path("experiments") / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    opts = Options(out_dir=out_dir, quick=args.quick, seed=args.seed, device=args.device, threads=args.threads,
+                   epochs=args.epochs)
+    if args.quick:
+        print(f"note: {ROUGH_NOTE}", flush=True)
+    result = run_experiment(args.name, opts)
+    print(f"experiment {result.name}: {result.title}")
+    for name, rows in result.tables.items():
+        print(f"\n{name}:")
+        print("\n".join(format_table(rows)))
+    if result.notes:
+        print()
+        for note in result.notes:
+            print(f"note: {note}")
+    if args.quick:
+        print(f"note: {ROUGH_NOTE}")
+    print(f"\nwrote {len(result.files)} files to {out_dir} in {result.seconds:.1f} s: {', '.join(result.files)}", flush=True)
+    return 0

@@ -1,0 +1,312 @@
+"""What every experiment shares: options, the lectures' settings, training a variant, and the outputs.
+
+An experiment returns a `Result` (tables as lists of dicts, figure file names, notes); it never
+prints. `write_outputs` turns a Result into results.json and one self-contained report.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mnistlab.config import Config
+from mnistlab.data.loader import DataBundle, Split
+from mnistlab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mnistlab.training.trainer import History, resolve_device
+
+# The lectures' optimiser: plain SGD, lr 0.01, momentum 0.5, batch 64, constant lr, no weight decay.
+LECTURE: dict[str, Any] = {
+    "optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "nesterov": False, "batch_size": 64,
+    "schedule": "constant", "warmup": 0.0, "weight_decay": 0.0,
+}
+QUICK_TRAIN_SIZE = 2000  # training images in --quick mode
+QUICK_VAL_SIZE = 500  # validation images in --quick mode
+QUICK_TEST_SIZE = 1000  # test images in --quick mode (the first ones of the test split)
+ROUGH_NOTE = "--quick: a subset of the data and few steps; the numbers are rough, rerun without --quick for the real ones"
+
+
+@dataclass
+class Options:
+    """How to run an experiment: where its files go, how long it trains, on what."""
+
+    out_dir: Path
+    quick: bool = False  # seconds instead of minutes: a data subset and few steps
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None  # CPU threads (None: torch's choice)
+    epochs: float | None = None  # override the experiment's own number of epochs
+
+    def epochs_for(self, default: float, quick: float) -> float:
+        """The epochs to train: --epochs when given, else the quick or the default count."""
+        if self.epochs is not None:
+            return self.epochs
+        return quick if self.quick else default
+
+
+@dataclass
+class Result:
+    """What an experiment found: named tables (lists of row dicts), figure files and notes."""
+
+    name: str
+    title: str
+    tables: dict[str, list[dict[str, Any]]]
+    figures: list[str] = field(default_factory=list)  # file names inside the output folder
+    notes: list[str] = field(default_factory=list)
+    quick: bool = False
+    configs: dict[str, dict] = field(default_factory=dict)  # variant -> Config.to_dict(), to rerun it
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)  # every file written, figures included
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what results.json holds)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in results.json")
+
+
+# ----------------------------------------------------------------------------- configs, data, training
+
+
+def make_config(opts: Options, **fields: Any) -> Config:
+    """A Config with the lectures' SGD, this run's seed/device/threads, and no run directory."""
+    base = {**LECTURE, "seed": opts.seed, "device": opts.device, "threads": opts.threads,
+            "save_run": False, "figures": False}
+    if opts.quick:
+        base.update(train_size=QUICK_TRAIN_SIZE, val_size=QUICK_VAL_SIZE, log_every=5)
+    if fields.get("optimizer", "sgd") != "sgd":  # momentum is SGD's: another optimiser would ignore it (refused)
+        base = {k: v for k, v in base.items() if k not in ("momentum", "nesterov")}
+    return Config.from_dict({**base, **fields})
+
+
+def load(opts: Options, cfg: Config) -> DataBundle:
+    """The data a config names, on its device; --quick keeps only the first test images."""
+    from mnistlab.runs.session import check_names, load_data
+
+    check_names(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_data(cfg, resolve_device(cfg.device))
+    return first_test_images(data, QUICK_TEST_SIZE) if opts.quick else data
+
+
+def first_test_images(data: DataBundle, n: int) -> DataBundle:
+    """The same bundle with only the first `n` test images (for fast, rough evaluations)."""
+    test = Split(data.test.x[:n], data.test.y[:n])
+    images = None if data.test_images is None else data.test_images[:n]
+    return dataclasses.replace(data, test=test, test_images=images)
+
+
+@dataclass
+class Trained:
+    """One trained variant: its config, model, history and the logged step and epoch records."""
+
+    cfg: Config
+    model: torch.nn.Module
+    history: History
+    steps: list[dict]
+    epochs: list[dict]
+    session: Any
+
+    @property
+    def test_preds(self) -> torch.Tensor:
+        from mnistlab.training.losses import as_class_logits
+
+        return as_class_logits(self.history.test.logits).argmax(1)
+
+
+def train(cfg: Config, data: DataBundle, prepare: Any = None) -> Trained:
+    """Train `cfg` on `data` (no run directory), recording every logged step and epoch.
+
+    Args:
+        prepare: optional `prepare(model)` called before training (e.g. a deliberately poor init).
+    """
+    from mnistlab.runs.session import TrainSession
+
+    session = TrainSession.start(cfg, data=data)
+    if prepare is not None:
+        prepare(session.model)
+    steps: list[dict] = []
+    epochs: list[dict] = []
+    history = session.fit(on_log=steps.append, on_epoch_end=epochs.append)
+    return Trained(cfg, session.model, history, steps, epochs, session)
+
+
+def predicted_class_share(preds: torch.Tensor) -> tuple[float, int]:
+    """(share of the most frequent predicted class, number of distinct predicted classes)."""
+    counts = torch.bincount(preds)
+    return float(counts.max()) / max(1, len(preds)), int((counts > 0).sum())
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Render a matplotlib Figure to PNG and write it atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def plot_step_curves(runs: dict[str, Trained], path: Path, title: str) -> Path:
+    """Training loss and accuracy against iterations for several variants, validation as markers."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    fig = Figure(figsize=(12, 4.5))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, (name, run) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        if run.steps:
+            xs = [r["step"] for r in run.steps]
+            ax_loss.plot(xs, [r["loss"] for r in run.steps], lw=1, color=color, label=f"{name} (training)")
+            ax_acc.plot(xs, [r["acc"] for r in run.steps], lw=1, color=color, label=f"{name} (training)")
+        val = [(r["step"], r["val_acc"]) for r in run.epochs if r.get("val_acc") is not None]
+        if val:
+            ax_acc.plot(*zip(*val), "o--", ms=5, color=color, label=f"{name} (validation)")
+    ax_loss.set_title("training loss")
+    ax_loss.set_xlabel("iteration (optimizer steps)")
+    ax_loss.set_ylabel(f"loss ({_loss_name(runs)})")
+    ax_acc.set_title("accuracy")
+    ax_acc.set_xlabel("iteration (optimizer steps)")
+    ax_acc.set_ylabel("accuracy (% of images)")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _loss_name(runs: dict[str, Trained]) -> str:
+    losses = {run.cfg.loss for run in runs.values()}
+    names = {"ce": "cross-entropy, nats", "nll": "NLL, nats", "mse": "MSE", "bce": "binary cross-entropy, nats"}
+    return ", ".join(names[n] for n in sorted(losses)) if len(losses) > 1 else names[losses.pop()]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def format_value(key: str, value: Any) -> str:
+    """One cell: accuracies (keys with 'acc' or 'share') as percentages, floats to 4 significant digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if "acc" in key or "share" in key:
+            return f"{100 * value:.2f}%"
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(key, v) for v in value) + "]"
+    return str(value)
+
+
+def columns(rows: Sequence[dict]) -> list[str]:
+    """Every key of every row, in first-seen order."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    return keys
+
+
+def format_table(rows: Sequence[dict]) -> list[str]:
+    """A fixed-width text table (header, rule, rows); text columns left-aligned, numbers right-aligned."""
+    if not rows:
+        return ["(no rows)"]
+    keys = columns(rows)
+    cells = [[format_value(k, row.get(k)) for k in keys] for row in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    numeric = [all(isinstance(row.get(k), (int, float)) or row.get(k) is None for row in rows) for k in keys]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    return [line(keys), "  ".join("-" * w for w in widths), *(line(c) for c in cells)]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
+td.text, th.text { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-family: monospace; color: #555; } .note { color: #555; } .rough { color: #b00; }
+pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def table_html(rows: Sequence[dict]) -> str:
+    """An escaped HTML table of row dicts, cells formatted as in the terminal."""
+    if not rows:
+        return "<p class='note'>(no rows)</p>"
+    keys = columns(rows)
+    text = {k: not all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows) for k in keys}
+    head = "".join(f"<th class='{'text' if text[k] else 'num'}'>{_e(k)}</th>" for k in keys)
+    body = "".join(
+        "<tr>" + "".join(f"<td class='{'text' if text[k] else 'num'}'>{_e(format_value(k, r.get(k)))}</td>" for k in keys) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(result: Result, out_dir: Path) -> str:
+    """One self-contained page: notes, every table, every figure (as a data URI) and the configs."""
+    title = f"mnistlab experiment {result.name}: {result.title}"
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
+    if result.quick:
+        parts.append(f"<p class='rough'>{_e(ROUGH_NOTE)}</p>")
+    parts += [f"<p class='note'>{_e(note)}</p>" for note in result.notes]
+    parts.append(f"<p class='note'>finished in {result.seconds:.1f} s</p>")
+    for name, rows in result.tables.items():
+        parts += [f"<h2>{_e(name)}</h2>", table_html(rows)]
+    if result.figures:
+        parts.append("<h2>Figures</h2>")
+    for name in result.figures:
+        path = out_dir / name
+        if path.is_file():
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{_e(name)}</figcaption></figure>")
+    if result.configs:
+        parts.append("<h2>Configurations</h2>")
+        for name, cfg in result.configs.items():
+            parts.append(f"<details><summary>{_e(name)}</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_outputs(result: Result, out_dir: Path) -> None:
+    """results.json and report.html in `out_dir`; `result.files` lists everything written."""
+    result.files = [*result.figures, "results.json", "report.html"]
+    atomic_write_json(out_dir / "results.json", result.to_dict())
+    atomic_write_text(out_dir / "report.html", render_html(result, out_dir))

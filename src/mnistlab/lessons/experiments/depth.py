@@ -1,0 +1,121 @@
+"""Deeper is not automatically better: the lectures' 3-, 5- and 9-layer MLPs with plain SGD, then the fixes.
+
+With PyTorch's default init and ReLU, each layer shrinks the signal (and, backwards, the gradient):
+after nine layers the output barely depends on the input, the gradients reaching the first layers
+are tiny, and the net predicts one class for every image. Kaiming init, batch norm or Adam each
+make the same 9-layer net learn.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from mnistlab.training.losses import compute_loss
+from mnistlab.models import count_parameters
+from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.common import Options, Result, Trained, load, make_config, plot_step_curves, predicted_class_share, save_figure, train
+
+# The lectures' architectures (hidden layer sizes; input 784 and output 10 are implied).
+ARCHITECTURES = {
+    3: (420, 120),
+    5: (520, 320, 240, 120),
+    9: (650, 530, 420, 350, 290, 200, 150, 80),
+}
+# (variant, layers, config fields): the three depths with the lectures' SGD, then three fixes.
+VARIANTS = (
+    ("3 layers, SGD", 3, {}),
+    ("5 layers, SGD", 5, {}),
+    ("9 layers, SGD", 9, {}),
+    ("9 layers, SGD + Kaiming init", 9, {"init": "kaiming"}),
+    ("9 layers, SGD + batch norm", 9, {"batch_norm": True}),
+    ("9 layers, Adam", 9, {"optimizer": "adam", "lr": 1e-3}),
+)
+GRAD_BATCHES = 4  # batches averaged for the per-layer gradient norms
+
+
+def layer_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce",
+                     num_batches: int = GRAD_BATCHES, batch_size: int = 64) -> list[float]:
+    """Mean L2 norm of each Linear layer's weight gradient over a few batches (first layer first).
+
+    Works on a copy, so the model (and its batch-norm statistics) is left untouched.
+    """
+    model = copy.deepcopy(model).train()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    totals = torch.zeros(len(linears), dtype=torch.float64)
+    for i in range(num_batches):
+        xb, yb = x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]
+        model.zero_grad(set_to_none=True)
+        compute_loss(model(xb), yb, loss).backward()
+        totals += torch.tensor([m.weight.grad.norm().item() for m in linears], dtype=torch.float64)
+    return (totals / num_batches).tolist()
+
+
+@register_experiment("depth", "3/5/9-layer MLPs with the lectures' SGD; Kaiming init, batch norm and Adam as fixes")
+def run(opts: Options) -> Result:
+    """Train the six variants on one shared data bundle and measure per-layer gradient norms."""
+    epochs = opts.epochs_for(default=1.0, quick=2.0)
+    data = load(opts, make_config(opts, model="mlp"))
+    x, y = data.train.x, data.train.y
+    rows, runs, grads_init, grads_end, configs = [], {}, {}, {}, {}
+    for name, layers, fields in VARIANTS:
+        cfg = make_config(opts, model="mlp", hidden=list(ARCHITECTURES[layers]), epochs=epochs, **fields)
+        captured: dict[str, list[float]] = {}
+
+        def before(model: nn.Module, captured: dict = captured) -> None:
+            captured["init"] = layer_grad_norms(model, x, y)
+
+        run_: Trained = train(cfg, data, prepare=before)
+        grads_init[name] = captured["init"]
+        grads_end[name] = layer_grad_norms(run_.model, x, y)
+        share, distinct = predicted_class_share(run_.test_preds)
+        last = run_.epochs[-1]
+        rows.append({
+            "variant": name, "layers": layers, "params": count_parameters(run_.model),
+            "train_acc": last["train_acc"], "val_acc": last["val_acc"], "test_acc": run_.history.test.acc,
+            "top_class_share": share, "classes_predicted": distinct,
+            "grad_first_layer": grads_init[name][0], "train_s": run_.history.train_seconds,
+        })
+        runs[name] = run_
+        configs[name] = cfg.to_dict()
+
+    figures = [
+        plot_step_curves(runs, opts.out_dir / "depth_curves.png", "MLPs of 3, 5 and 9 layers: training curves").name,
+        _plot_grad_norms(grads_init, grads_end, opts.out_dir / "depth_grad_norms.png").name,
+    ]
+    grad_rows = [
+        {"variant": name, **{f"layer {i + 1}": g for i, g in enumerate(norms)}} for name, norms in grads_init.items()
+    ]
+    notes = [
+        f"lectures' SGD (lr 0.01, momentum 0.5, batch 64) for {epochs:g} epoch(s) per variant; the lectures report "
+        "about 96%, 97% and 11% (one class for every image) for 3, 5 and 9 layers after longer training "
+        "(use --epochs to train longer).",
+        "top_class_share: the share of test images given the most frequent predicted class (10% is balanced, 100% is one class).",
+        f"gradient norms: mean L2 norm of each Linear layer's weight gradient over {GRAD_BATCHES} training batches "
+        "at initialisation (layer 1 is next to the input).",
+    ]
+    return Result("depth", "deeper MLPs and why the 9-layer one does not learn",
+                  {"accuracy by depth and fix": rows, "gradient norm per layer at initialisation": grad_rows},
+                  figures, notes, opts.quick, configs)
+
+
+def _plot_grad_norms(at_init: dict[str, list[float]], at_end: dict[str, list[float]], path) -> object:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, norms, when in ((axes[0], at_init, "at initialisation"), (axes[1], at_end, "after training")):
+        for i, (name, values) in enumerate(norms.items()):
+            # Distinct line styles: variants that share an initialisation draw the same line at init.
+            ax.plot(range(1, len(values) + 1), values, marker="os^vDx"[i % 6], ls=("-", "--", ":")[i % 3],
+                    ms=7 - i // 2, color=f"C{i}", label=name)
+        ax.set_yscale("log")
+        ax.set_title(f"weight-gradient norm per layer, {when}")
+        ax.set_xlabel("Linear layer (1 = next to the input)")
+        ax.set_ylabel("mean L2 norm of dLoss/dW (log scale)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("vanishing gradients: the 9-layer SGD net's first layers get almost no signal")
+    return save_figure(fig, path)

@@ -1,0 +1,92 @@
+"""Overfitting, as in the lecture: 20 training images are learnt by heart, and validation lags far behind.
+
+Then the usual remedies side by side: weight decay 0.001, dropout 0.4, and more data. With 20
+images one batch is the whole training set, so every optimizer step is an epoch and validation is
+measured after every step: the lecture's figure of training and validation accuracy against
+iterations.
+"""
+
+from __future__ import annotations
+
+from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.common import Options, Result, Trained, load, make_config, save_figure, train
+
+NUM_IMAGES = 20  # the lecture's tiny training set
+MORE_IMAGES = 200  # "more data"
+HIDDEN = (520, 320, 240, 120)  # the lectures' MLP, 784-520-320-240-120-10
+VARIANTS = (
+    ("20 images", NUM_IMAGES, {}),
+    ("20 images + weight decay 0.001", NUM_IMAGES, {"weight_decay": 0.001}),
+    ("20 images + dropout 0.4", NUM_IMAGES, {"dropout": 0.4}),
+    (f"{MORE_IMAGES} images (more data)", MORE_IMAGES, {}),
+)
+
+
+@register_experiment("overfit", "20 training images: 100% training vs ~55% validation; weight decay, dropout, more data")
+def run(opts: Options) -> Result:
+    """Train each variant for the same number of optimizer steps; compare training and validation accuracy."""
+    steps = 150 if opts.quick else 300
+    if opts.epochs is not None:  # one epoch of 20 images is one step
+        steps = max(1, round(opts.epochs))
+    val_size = 100 if opts.quick else 1000
+    rows, runs, configs = [], {}, {}
+    data = {}
+    for name, num_images, fields in VARIANTS:
+        cfg = make_config(opts, model="mlp", hidden=list(HIDDEN), train_size=num_images, val_size=val_size,
+                          steps=steps, log_every=10_000, **fields)
+        if num_images not in data:  # the validation images are the same for every training-set size
+            data[num_images] = load(opts, cfg)
+        trained = train(cfg, data[num_images])
+        tail = [r for r in trained.epochs if r["step"] > 0.9 * steps] or trained.epochs[-1:]
+        train_acc = sum(r["train_acc"] for r in tail) / len(tail)
+        val_acc = sum(r["val_acc"] for r in tail) / len(tail)
+        train_eval = trained.session.trainer.evaluate(data[num_images].train)
+        rows.append({
+            "variant": name, "train_images": num_images, "steps": steps, "train_acc": train_acc,
+            "train_acc_eval_mode": train_eval.acc, "val_acc": val_acc, "acc_gap": train_acc - val_acc,
+            "test_acc": trained.history.test.acc,
+        })
+        runs[name] = trained
+        configs[name] = cfg.to_dict()
+    figures = [_plot_overfit(runs, opts.out_dir / "overfit_curves.png").name]
+    notes = [
+        f"the lectures' MLP (784-520-320-240-120-10) and SGD (lr 0.01, momentum 0.5), {steps} optimizer steps per "
+        f"variant; validation: {val_size} held-out training images, measured after every epoch.",
+        "train_acc and val_acc: means over the last 10% of the steps; train_acc is measured during training "
+        "(dropout on), as in the lecture's figure, train_acc_eval_mode re-measures the training images at the end "
+        "with dropout off. acc_gap = train_acc - val_acc.",
+        "weight decay 0.001 at lr 0.01 shrinks each weight by only lr x wd = 1e-5 per step, so over a few hundred "
+        "steps it changes little.",
+        _summary(rows),
+    ]
+    return Result("overfit", "overfitting 20 images, and three remedies", {"overfitting": rows},
+                  figures, notes, opts.quick, configs)
+
+
+def _summary(rows: list[dict]) -> str:
+    """One sentence comparing each remedy's gap with the baseline's, from the measured numbers."""
+    base = rows[0]
+    parts = [f"{r['variant']}: {100 * r['acc_gap']:.1f} points ({'narrower' if r['acc_gap'] < base['acc_gap'] else 'not narrower'})"
+             for r in rows[1:]]
+    return f"train/val gap, baseline {100 * base['acc_gap']:.1f} points; " + "; ".join(parts) + "."
+
+
+def _plot_overfit(runs: dict[str, Trained], path) -> object:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2, sharex=True, sharey=True).ravel()
+    for ax, (name, run) in zip(axes, runs.items()):
+        steps = [r["step"] for r in run.epochs]
+        ax.plot(steps, [r["train_acc"] for r in run.epochs], color="tab:blue", label="training accuracy")
+        ax.plot(steps, [r["val_acc"] for r in run.epochs], color="tab:orange", label="validation accuracy")
+        ax.set_title(name)
+        ax.set_xlabel("iteration (optimizer steps)")
+        ax.set_ylabel("accuracy (% of images)")
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle("overfitting: training vs validation accuracy against iterations")
+    return save_figure(fig, path)

@@ -1,0 +1,185 @@
+"""Train a character model with truncated backpropagation through time, and measure perplexity.
+
+The training text is cut into `batch_size` parallel streams. Each step takes the next `seq_len`
+characters of every stream, starting from the hidden state the previous chunk ended with (detached:
+gradients stop at the chunk boundary, the state does not), and clips the gradient norm before the
+update. Validation perplexity is exp(mean NLL per character) on held-out text, measured on the same
+characters as the two baselines: uniform (= the vocabulary size) and unigram (train frequencies).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mnistlab.errors import ConfigError, TrainingDiverged
+from mnistlab.lessons.lm.data import Vocab, most_common, split_text, unigram_log_probs
+from mnistlab.lessons.lm.model import CELLS, CharLM, detach
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class LMConfig:
+    """Everything that defines a language-model run."""
+
+    # --- data ---
+    text: str | None = _f(None, "UTF-8 text file to train on (default: the shipped Python reference text)")
+    val_fraction: float = _f(0.1, "the last fraction of the text, held out for validation perplexity")
+    # --- model ---
+    model: str = _f("lstm", "recurrent cell", tuple(CELLS))
+    hidden_size: int = _f(256, "hidden state size")
+    layers: int = _f(1, "stacked recurrent layers")
+    embed_size: int = _f(64, "character embedding size")
+    dropout: float = _f(0.0, "dropout between stacked layers")
+    # --- optimisation ---
+    seq_len: int = _f(128, "characters per truncated-BPTT chunk (gradients stop at chunk boundaries)")
+    batch_size: int = _f(32, "parallel streams of text per step")
+    epochs: float = _f(8.0, "passes over the training text (fractions allowed)")
+    steps: int | None = _f(None, "optimiser steps; overrides --epochs")
+    lr: float = _f(3e-3, "Adam peak learning rate (cosine decay to 0)")
+    grad_clip: float = _f(1.0, "clip the gradient norm to this value (0: off)")
+    # --- run ---
+    eval_every: int | None = _f(None, "validate every this many steps (default: about 10 times per run)")
+    seed: int = _f(0, "random seed (initialisation)")
+    device: str = _f("auto", "where to train", ("auto", "cpu", "cuda"))
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"--{f.name.replace('_', '-')}: invalid choice {value!r} (choose from {', '.join(choices)})")
+        for name in ("hidden_size", "layers", "embed_size", "seq_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction is a fraction in (0, 1), got {self.val_fraction}")
+        if self.epochs <= 0 or (self.steps is not None and self.steps < 1) or self.lr <= 0:
+            raise ConfigError("--epochs, --steps and --lr must be positive")
+        if not 0 <= self.dropout < 1 or self.grad_clip < 0:
+            raise ConfigError("--dropout must be in [0, 1) and --grad-clip 0 or more")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"--eval-every must be positive, got {self.eval_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for config.json and the checkpoint metadata)."""
+        return asdict(self)
+
+
+def build_lm(cfg: LMConfig, vocab_size: int) -> CharLM:
+    """The model a config describes (also used to rebuild it from a checkpoint)."""
+    return CharLM(vocab_size, cfg.model, cfg.hidden_size, cfg.layers, cfg.embed_size, cfg.dropout)
+
+
+def _streams(ids: np.ndarray, num_streams: int) -> torch.Tensor:
+    """(N,) -> (S, N // S): S contiguous streams side by side, the tail that does not fit dropped."""
+    n = len(ids) // num_streams
+    return torch.from_numpy(ids[: n * num_streams].reshape(num_streams, n))
+
+
+@torch.inference_mode()
+def evaluate_lm(model: CharLM, ids: np.ndarray, seq_len: int, device: torch.device | str = "cpu",
+                unigram: np.ndarray | None = None, num_streams: int = 8) -> dict[str, float]:
+    """Mean NLL per character (nats) and perplexity on `ids`, state carried across chunks; with
+    `unigram` log-probs, also the unigram perplexity of exactly the same target characters."""
+    model.eval()
+    num_streams = max(1, min(num_streams, len(ids) // (seq_len + 1)))
+    data = _streams(ids, num_streams).to(device)
+    hidden, nll, count, uni = None, 0.0, 0, 0.0
+    for t in range(0, data.shape[1] - 1, seq_len):
+        x = data[:, t : t + seq_len]
+        y = data[:, t + 1 : t + 1 + seq_len]
+        x = x[:, : y.shape[1]]
+        logits, hidden = model(x, hidden)
+        nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
+        if unigram is not None:
+            uni += -float(unigram[y.cpu().numpy()].sum())
+    model.train()
+    out = {"nll": nll / count, "ppl": math.exp(nll / count), "num_chars": count}
+    if unigram is not None:
+        out["unigram_ppl"] = math.exp(uni / count)
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu (the LM does not offer MPS); otherwise mnistlab's resolve_device."""
+    from mnistlab.device import resolve_device as resolve
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve(name)
+
+
+def train_lm(text: str, cfg: LMConfig, on_eval: Callable[[dict], None] | None = None) -> dict:
+    """Train on `text` (the last val_fraction held out); return the model, vocab, records and final metrics."""
+    from mnistlab.training.trainer import lr_at
+
+    train_text, val_text = split_text(text, cfg.val_fraction)
+    min_chars = cfg.batch_size * (cfg.seq_len + 1)
+    if len(train_text) < min_chars or len(val_text) < 2:
+        raise ConfigError(
+            f"the text is too short ({len(text):,} characters): training needs at least --batch-size x (--seq-len + 1) = "
+            f"{min_chars:,} characters, and validation at least 2"
+        )
+    vocab = Vocab.from_text(text)
+    train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
+    unigram = unigram_log_probs(train_ids, len(vocab))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_lm(cfg, len(vocab)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    data = _streams(train_ids, cfg.batch_size).to(device)
+    steps_per_epoch = (data.shape[1] - 1) // cfg.seq_len
+    total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    eval_every = cfg.eval_every or max(1, total_steps // 10)
+
+    records: list[dict] = []
+    hidden, step, loss_sum, loss_steps, train_seconds = None, 0, 0.0, 0, 0.0
+    start = time.perf_counter()
+    while step < total_steps:
+        chunk = step % steps_per_epoch
+        if chunk == 0:
+            hidden = None  # each epoch starts the streams afresh
+        t = chunk * cfg.seq_len
+        x, y = data[:, t : t + cfg.seq_len], data[:, t + 1 : t + 1 + cfg.seq_len]  # (B, T) each
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, cfg.lr, "cosine", warmup=0.02)
+        logits, hidden = model(x, hidden)
+        hidden = detach(hidden)  # truncated BPTT: keep the state, drop its history
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        loss_sum += loss.item()  # sync point, once per step: the CPU is the usual device here
+        loss_steps += 1
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"the loss became {loss.item()} at step {step}: lower --lr (now {cfg.lr})")
+        if step % eval_every == 0 or step == total_steps:
+            train_seconds += time.perf_counter() - start
+            val = evaluate_lm(model, val_ids, cfg.seq_len, device, unigram)
+            record = {"kind": "eval", "step": step, "epoch": step / steps_per_epoch,
+                      "train_loss": loss_sum / loss_steps, "val_loss": val["nll"], "val_ppl": val["ppl"],
+                      "time_s": train_seconds}
+            records.append(record)
+            if on_eval:
+                on_eval(record)
+            loss_sum, loss_steps = 0.0, 0
+            start = time.perf_counter()
+    final = evaluate_lm(model, val_ids, cfg.seq_len, device, unigram)
+    metrics = {"val_ppl": final["ppl"], "val_nll": final["nll"], "uniform_ppl": float(len(vocab)),
+               "unigram_ppl": final["unigram_ppl"], "val_chars": final["num_chars"], "steps": step,
+               "train_seconds": train_seconds}
+    return {"model": model.cpu().eval(), "vocab": vocab, "records": records, "metrics": metrics,
+            "most_common": most_common(train_text), "num_train_chars": len(train_text), "num_val_chars": len(val_text)}

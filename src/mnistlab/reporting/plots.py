@@ -1,0 +1,322 @@
+"""Matplotlib figures written to PNG files: training curves, confusion matrix, image grids, series.
+
+Figures are built with `matplotlib.figure.Figure` and never through pyplot, so nothing here
+touches pyplot's global figure list or the user's backend (importing this module from a
+notebook changes nothing), and the functions are safe to call from server threads. Each
+function renders into memory and then writes the PNG atomically, and returns its path.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from mnistlab.fileio import atomic_write_bytes
+
+DPI = 100  # dots per inch of every PNG; figure sizes below are in inches
+WRONG_COLOR = "tab:red"
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Render `fig` to PNG bytes, write them atomically to `path` and return the path."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    """torch tensors (any device), lists and arrays -> numpy array."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    return [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
+
+
+# ---------------------------------------------------------------------------- training curves
+
+
+def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
+    """Loss and accuracy against iterations: training (step records) and validation (epoch records).
+
+    Args:
+        records: the lines of a run's metrics.jsonl; "step", "epoch" and "test" kinds are used,
+            anything else is ignored. Accuracies are fractions in [0, 1].
+    """
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    tests = [r for r in records if r.get("kind") == "test"]
+    if not steps and not epochs:
+        raise ValueError("no 'step' or 'epoch' records to plot")
+    # x is the optimizer step when every record has one; otherwise fall back to epochs.
+    by_step = all("step" in r for r in steps + epochs)
+    xkey, xlabel = ("step", "iteration (optimizer steps)") if by_step else ("epoch", "epoch")
+
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, train_key, val_key, test_key, label in (
+        (ax_loss, "loss", "val_loss", "test_loss", "loss"),
+        (ax_acc, "acc", "val_acc", "test_acc", "accuracy"),
+    ):
+        pts = [(r[xkey], r[train_key]) for r in steps if r.get(train_key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), lw=1, alpha=0.8, color="tab:blue", label="training (per logged step)")
+        else:  # no step records: the per-epoch training numbers stand in
+            pts = [(r[xkey], r["train_" + train_key]) for r in epochs if r.get("train_" + train_key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), "o-", color="tab:blue", label="training (per epoch)")
+        pts = [(r[xkey], r[val_key]) for r in epochs if r.get(val_key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", color="tab:orange", label="validation (end of epoch)")
+        last_x = max([r[xkey] for r in steps + epochs], default=0)
+        for r in tests:
+            if r.get(test_key) is not None:
+                ax.plot([last_x], [r[test_key]], "*", ms=12, color="tab:green", label="test (final)")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label + (" (cross-entropy, nats)" if label == "loss" else ""))
+        ax.set_title(f"{label} during training")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend()
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- confusion matrix
+
+
+def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str | os.PathLike,
+                          normalize: bool = True) -> Path:
+    """Heat map of a confusion matrix (rows true, columns predicted), row-normalised by default.
+
+    Args:
+        normalize: divide each row by its count, so the diagonal is per-class recall.
+    """
+    counts = _to_numpy(cm).astype(np.float64)
+    k = counts.shape[0]
+    names = _names(class_names, k)
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    else:
+        values = counts
+
+    side = max(4.0, 0.5 * k + 2)
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
+    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, label="fraction of true class" if normalize else "count")
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else " (counts)"))
+    if k <= 20:  # cell labels stop being readable beyond ~20 classes
+        vmax = values.max() if values.size else 0
+        for i in range(k):
+            for j in range(k):
+                text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if vmax and values[i, j] > 0.6 * vmax else "black")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- image grids
+
+
+def _images(images: Any) -> np.ndarray:
+    """(N, H, W), (N, 1, H, W) or (N, H, W, 3) -> (N, H, W) or (N, H, W, 3)."""
+    x = _to_numpy(images)
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]  # (N, 1, H, W) -> (N, H, W)
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3)):
+        raise ValueError(f"expected (N, H, W) or (N, H, W, 3) images, got shape {x.shape}")
+    return x
+
+
+def _confidences(probs: Any, preds: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities or (N,) confidences -> (N,) probability of each prediction."""
+    p = _to_numpy(probs).astype(np.float64)
+    if p.ndim == 2:
+        return p[np.arange(len(preds)), preds]
+    return p
+
+
+def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, path) -> Path:
+    n = len(images)
+    ncols = max(1, min(8, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(1.6 * ncols, 1.8 * nrows + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    # uint8 images keep their absolute scale; float images are stretched to their own range.
+    vmin, vmax = (0, 255) if images.dtype == np.uint8 else (None, None)
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap="gray" if images.ndim == 3 else None, vmin=vmin, vmax=vmax)
+            ax.set_title(titles[i], fontsize=8, color=colors[i])
+    if n == 0:
+        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_prediction_grid(images: Any, preds: Any, probs: Any, path: str | os.PathLike,
+                         labels: Any = None, class_names: Sequence[str] | None = None,
+                         title: str = "predictions") -> Path:
+    """A grid of images titled "predict: 7 (98%)"; titles are red where `labels` disagree.
+
+    Args:
+        probs: (N, K) class probabilities, or (N,) probability of each prediction.
+        labels: optional true classes; wrong predictions also show "true: 4".
+    """
+    x = _images(images)
+    preds = _to_numpy(preds).astype(np.int64)
+    conf = _confidences(probs, preds)
+    truth = None if labels is None else _to_numpy(labels).astype(np.int64)
+    num_names = int(max(preds.max(initial=0), -1 if truth is None else truth.max(initial=0))) + 1
+    names = _names(class_names, num_names)
+    titles, colors = [], []
+    for i in range(len(x)):
+        text = f"predict: {names[preds[i]]} ({conf[i]:.0%})"
+        wrong = truth is not None and truth[i] != preds[i]
+        if wrong:
+            text += f"\ntrue: {names[truth[i]]}"
+        titles.append(text)
+        colors.append(WRONG_COLOR if wrong else "black")
+    return _grid(x, titles, colors, title, path)
+
+
+def plot_label_set_grid(images: Any, pred_sets: Any, path: str | os.PathLike, true_sets: Any = None,
+                        class_names: Sequence[str] | None = None, title: str = "predicted label sets",
+                        ncols: int = 4) -> Path:
+    """Multi-label predictions: each image titled "predict: {3, 7}"; red, with the true set, where they differ.
+
+    Args:
+        pred_sets, true_sets: (N, K) boolean or 0/1 label sets.
+    """
+    x = _images(images)
+    pred = _to_numpy(pred_sets).astype(bool)
+    truth = None if true_sets is None else _to_numpy(true_sets).astype(bool)
+    names = _names(class_names, pred.shape[1])
+
+    def as_text(row: np.ndarray) -> str:
+        return "{" + ", ".join(names[k] for k in np.flatnonzero(row)) + "}"
+
+    n = len(x)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    aspect = x.shape[2] / x.shape[1] if n else 1.0
+    fig = Figure(figsize=(1.4 * aspect * ncols + 0.4, 1.9 * nrows + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(x[i], cmap="gray" if x.ndim == 3 else None, vmin=0 if x.dtype == np.uint8 else None,
+                      vmax=255 if x.dtype == np.uint8 else None)
+            wrong = truth is not None and bool((truth[i] != pred[i]).any())
+            text = f"predict: {as_text(pred[i])}" + (f"\ntrue: {as_text(truth[i])}" if wrong else "")
+            ax.set_title(text, fontsize=8, color=WRONG_COLOR if wrong else "black")
+    if n == 0:
+        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confident_mistakes(images: Any, y: Any, preds: Any, probs: Any, path: str | os.PathLike,
+                            class_names: Sequence[str] | None = None, k: int = 16) -> Path:
+    """The k wrong predictions made with the highest confidence, titled "true 4 -> pred 9 (99%)"."""
+    x = _images(images)
+    y = _to_numpy(y).astype(np.int64)
+    preds = _to_numpy(preds).astype(np.int64)
+    conf = _confidences(probs, preds)
+    wrong = np.flatnonzero(preds != y)
+    order = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+    names = _names(class_names, int(max(y.max(initial=0), preds.max(initial=0))) + 1)
+    titles = [f"true {names[y[i]]} -> pred {names[preds[i]]} ({conf[i]:.0%})" for i in order]
+    title = f"{len(order)} most confident mistakes (of {len(wrong)} wrong out of {len(y)})"
+    return _grid(x[order], titles, [WRONG_COLOR] * len(order), title, path)
+
+
+# ---------------------------------------------------------------------------- generic plots
+
+
+def plot_series(xs: Sequence[float], series: dict[str, Sequence[float]], path: str | os.PathLike,
+                title: str, xlabel: str, ylabel: str, logy: bool = False) -> Path:
+    """Line plot of several named series against shared xs (put units in the labels)."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    xs = _to_numpy(xs)
+    for name, ys in series.items():
+        ax.plot(xs, _to_numpy(ys), marker="o" if len(xs) <= 30 else None, ms=3, label=str(name))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both" if logy else "major")
+    if series:
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_bars(names: Sequence[str], values: Sequence[float], path: str | os.PathLike,
+              title: str, ylabel: str) -> Path:
+    """Bar chart with each value written above its bar."""
+    values = _to_numpy(values).astype(np.float64)
+    fig = Figure(figsize=(max(5.0, 0.7 * len(names) + 2), 4.5))
+    ax = fig.subplots()
+    bars = ax.bar(range(len(values)), values, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], fontsize=8, padding=2)
+    ax.set_xticks(range(len(values)), [str(n) for n in names], rotation=30 if len(names) > 6 else 0,
+                  ha="right" if len(names) > 6 else "center")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.15)  # room for the value labels
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_weight_templates(weights: Any, path: str | os.PathLike,
+                          class_names: Sequence[str] | None = None) -> Path:
+    """Each class's weight vector drawn as an HxW image, blue negative / red positive, one shared scale.
+
+    Args:
+        weights: (K, H*W) with a square H*W, or (K, H, W).
+    """
+    w = _to_numpy(weights).astype(np.float64)
+    if w.ndim == 2:
+        side = math.isqrt(w.shape[1])
+        if side * side != w.shape[1]:
+            raise ValueError(f"cannot draw {w.shape[1]} weights per class as a square image")
+        w = w.reshape(w.shape[0], side, side)  # (K, H*W) -> (K, H, W)
+    if w.ndim != 3:
+        raise ValueError(f"expected (K, H*W) or (K, H, W) weights, got shape {w.shape}")
+    k = w.shape[0]
+    names = _names(class_names, k)
+    # One symmetric scale around 0, so colours compare across classes and white means 0.
+    vmax = float(np.abs(w).max()) or 1.0
+    ncols = min(k, 5)
+    nrows = math.ceil(k / ncols)
+    fig = Figure(figsize=(2.0 * ncols + 1, 2.1 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    im = None
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i < k:
+            im = ax.imshow(w[i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            ax.set_title(names[i], fontsize=9)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
+    fig.suptitle("weight templates per class")
+    return _save(fig, path)

@@ -1,0 +1,256 @@
+"""One training run end to end: config -> data -> model -> trainer -> run directory -> figures.
+
+The CLI drives it; notebooks and experiments can too. `fit()` wires the trainer's hooks to the run
+directory (metrics.jsonl, checkpoints) and, at the end, writes evaluation.json and the figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mnistlab.config import MODEL_FIELDS, Config, changed_fields, ignored_options, show_setting
+from mnistlab.data.loader import DataBundle, load_dataset
+from mnistlab.errors import ConfigError
+from mnistlab.models import create_model, list_models, model_options, models_using
+from mnistlab.runs.rundir import RunDir, check_resumable, restore_trainer, save_trainer
+from mnistlab.training.trainer import History, Hooks, Trainer, TrainingInterrupted, resolve_device
+
+
+def check_names(cfg: Config, options: bool = True) -> None:
+    """Unknown model or data set names, and (with `options`) any given setting that this config
+    would silently ignore, fail before any data is loaded."""
+    from mnistlab.data.sources import get_dataset_spec
+
+    if cfg.model not in list_models():
+        raise ConfigError(f"--model: invalid choice {cfg.model!r} (choose from {', '.join(list_models())})")
+    if ":" not in cfg.dataset:  # "folder:PATH" and "csv:PATH" are resolved by the loader
+        spec = get_dataset_spec(cfg.dataset)
+        if spec.multilabel:
+            check_multilabel(cfg)
+        if cfg.aug_flip and not spec.mirror_safe:
+            raise ConfigError(
+                f"--aug-flip: a mirrored image of {spec.name} is a different character (or none), so its class "
+                "would be wrong; flips are only for data sets like fashion-mnist"
+            )
+        bad = [c for c in cfg.classes or () if not 0 <= c < spec.num_classes]
+        if bad or (cfg.positive is not None and not 0 <= cfg.positive < spec.num_classes):
+            flag = f"--classes {bad}" if bad else f"--positive {cfg.positive}"
+            raise ConfigError(f"{flag} out of range: {spec.name} has classes 0-{spec.num_classes - 1}")
+    if options:
+        why = ignored_settings(cfg)
+        if why:
+            raise ConfigError(next(iter(why.values())))
+
+
+def ignored_settings(cfg: Config) -> dict[str, str]:
+    """Every setting given a value (not the default) that `cfg` would silently ignore: field -> why.
+
+    The model's declared options (`model_options`), the data set's kind, and the config's own
+    rules (`config.ignored_options`). Unknown names are check_names' to report, so they are skipped.
+    """
+    from mnistlab.data.sources import get_dataset_spec, list_datasets
+
+    given = set(changed_fields(cfg))
+    why: dict[str, str] = {}
+    if cfg.engine == "torch" and cfg.model in list_models():
+        used = model_options(cfg.model)
+        for name, keyword in MODEL_FIELDS.items():
+            if name in given and keyword not in used:
+                users = ", ".join(models_using(keyword)) or "none"
+                why[name] = f"{show_setting(name, getattr(cfg, name))}: {cfg.model} does not use it (models that do: {users})"
+    if "threshold" in given:
+        try:
+            multilabel = ":" not in cfg.dataset and get_dataset_spec(cfg.dataset).multilabel
+        except ConfigError:
+            multilabel = True  # an unknown data set: check_names says so
+        if not multilabel:
+            sets = ", ".join(n for n in list_datasets() if get_dataset_spec(n).multilabel)
+            why["threshold"] = (f"{show_setting('threshold', cfg.threshold)}: only multi-label data sets ({sets}) use it; "
+                                f"{cfg.dataset} has one class per image")
+    for name, reason in ignored_options(cfg).items():
+        why.setdefault(name, reason)
+    return why
+
+
+def check_multilabel(cfg: Config) -> None:
+    """A multi-label data set (a set of labels per image) needs a loss that accepts multi-hot targets."""
+    if cfg.loss not in ("bce", "ce"):
+        raise ConfigError(
+            f"--loss {cfg.loss} needs one class per image, but {cfg.dataset} is multi-label (a set of labels per "
+            "image): use --loss bce (a sigmoid per class), or --loss ce (softmax against the normalised label set, "
+            "for comparison)"
+        )
+    if cfg.classes or cfg.positive is not None:
+        raise ConfigError(f"--classes and --positive select classes of single-label data; {cfg.dataset} is multi-label")
+
+
+def load_data(cfg: Config, device: torch.device) -> DataBundle:
+    """The data set a config names, on `device`."""
+    return load_dataset(
+        cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, normalize=cfg.normalize, device=device,
+        seed=cfg.seed, classes=cfg.classes, positive=cfg.positive, train_size=cfg.train_size,
+        image_size=cfg.image_size, channels=cfg.channels, test_size=cfg.test_size,
+    )
+
+
+def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
+    """The model a config names, initialised from `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    try:
+        # Only the model's own options: new runs were checked (check_names), and a run saved before
+        # models declared their options may hold knobs that its model never used.
+        overrides = cfg.model_overrides(model_options(cfg.model))
+        return create_model(cfg.model, data.num_classes, data.in_shape, **overrides)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+@dataclass
+class TrainSession:
+    """A config, its data, model, trainer and (optionally) run directory."""
+
+    cfg: Config
+    data: DataBundle
+    model: torch.nn.Module
+    trainer: Trainer
+    run: RunDir | None
+
+    Interrupted = TrainingInterrupted
+
+    @classmethod
+    def start(cls, cfg: Config, data: DataBundle | None = None) -> "TrainSession":
+        """A new run: validate names, load data, build the model, create the run folder."""
+        check_names(cfg)
+        if cfg.save_run:
+            RunDir.check_free(cfg)  # a taken --name fails before the data is loaded
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        if cfg.bf16 and device.type != "cuda":  # the trainer would quietly train in float32
+            raise ConfigError(f"--bf16: bfloat16 autocast runs on CUDA only; this run trains on {device.type}")
+        data = data or load_data(cfg, device)
+        model = build_model(cfg, data).to(device)
+        trainer = Trainer(model, data, cfg)
+        run = RunDir.create(cfg) if cfg.save_run else None
+        return cls(cfg, data, model, trainer, run)
+
+    @classmethod
+    def resume(cls, run_path: str | Path, device: str | None = None, threads: int | None = None) -> "TrainSession":
+        """Continue a run from its `last` checkpoint with the config it was started with.
+
+        Only where it runs may change (`device`, `threads`): every other setting is the stored one.
+        """
+        run = RunDir(Path(run_path))
+        cfg = check_resumable(run)
+        if device:
+            cfg.device = device
+        if threads:
+            cfg.threads = threads
+        check_names(cfg, options=False)  # the stored config was checked when the run started
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        data = load_data(cfg, resolve_device(cfg.device))
+        model = build_model(cfg, data).to(data.train.x.device)
+        trainer = Trainer(model, data, cfg)
+        state = restore_trainer(run, trainer)
+        if state.finished:
+            raise ConfigError(f"{run.path}: this run already finished (step {state.step}); nothing to resume")
+        run.truncate_records(state.step)
+        return cls(cfg, data, model, trainer, run)
+
+    def fit(self, on_epoch_start: Callable | None = None, on_step: Callable | None = None,
+            on_epoch_end: Callable | None = None, should_stop: Callable[[], bool] | None = None,
+            on_log: Callable[[dict], None] | None = None) -> History:
+        """Train to the end, logging to the run directory; then evaluate and draw the figures."""
+        run = self.run
+
+        def log_epoch(record: dict) -> None:
+            if run:
+                run.log(record)
+            if on_epoch_end:
+                on_epoch_end(record)
+
+        def log_step(record: dict) -> None:
+            if run:
+                run.log(record)
+            if on_log:
+                on_log(record)
+
+        hooks = Hooks(
+            on_step=on_step,
+            on_log=log_step,
+            on_epoch_end=log_epoch,
+            on_epoch_start=on_epoch_start,
+            save_checkpoint=(lambda kind, st: save_trainer(run, kind, self.trainer, st)) if run else None,
+            should_stop=should_stop,
+        )
+        try:
+            history = self.trainer.fit(hooks)
+        except BaseException:
+            # A run that fails (diverges, errors, a second Ctrl-C) before its first checkpoint and first record
+            # leaves nothing worth keeping: remove it. (Any folder without a checkpoint is reused by the same --name.)
+            if run:
+                run.remove_if_failed_start()
+            raise
+        if run:
+            test = history.test
+            run.log({"kind": "test", "step": self.trainer.state.step, "test_loss": test.loss, "test_acc": test.acc,
+                     "train_time_s": history.train_seconds, "test_time_s": history.test_seconds})
+            write_artifacts(run, self.cfg, self.data, test.logits)
+            run.release()
+        return history
+
+
+def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
+    """evaluation.json (the full test report) and, unless --no-figures, the run's figures."""
+    from mnistlab.fileio import atomic_write_json
+    from mnistlab.training.losses import as_class_logits, class_probabilities
+    from mnistlab.evaluation.metrics import classification_report
+
+    y = data.test.y.cpu()
+    if y.dim() == 2:  # multi-hot label sets: no confusion matrix, the set metrics instead
+        _write_multilabel_artifacts(run, cfg, data, test_logits)
+        return
+    test_logits = as_class_logits(test_logits)
+    report = classification_report(test_logits, y, list(data.class_names), loss=None)
+    atomic_write_json(run.path / "evaluation.json", report)
+    if not cfg.figures or data.test_images is None:
+        return
+    from mnistlab.reporting import plots
+
+    probs = class_probabilities(test_logits, cfg.loss)
+    preds = probs.argmax(1)
+    conf = probs.max(1).values
+    images = data.test_images
+    plots.plot_training_curves(run.records(), run.path / "curves.png")
+    plots.plot_confusion_matrix(torch.tensor(report["confusion_matrix"]), data.class_names, run.path / "confusion.png")
+    plots.plot_prediction_grid(images[:25], preds[:25].numpy(), conf[:25].numpy(), run.path / "predictions.png",
+                               labels=y[:25].numpy(), class_names=data.class_names, title="test images: predicted class")
+    plots.plot_confident_mistakes(images, y.numpy(), preds.numpy(), conf.numpy(), run.path / "mistakes.png",
+                                  class_names=data.class_names)
+
+
+def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
+    """evaluation.json (subset accuracy, Hamming loss, per-label P/R/F1), curves and a grid of predicted sets."""
+    from mnistlab.fileio import atomic_write_json
+    from mnistlab.training.losses import class_probabilities
+    from mnistlab.evaluation.metrics import multilabel_report
+
+    y = data.test.y.cpu()
+    probs = class_probabilities(test_logits, cfg.loss)
+    decision = f"{'sigmoid' if cfg.loss == 'bce' else 'softmax'} >= {cfg.threshold:g}"
+    report = multilabel_report(probs, y, list(data.class_names), cfg.threshold, decision=decision)
+    atomic_write_json(run.path / "evaluation.json", report)
+    if not cfg.figures or data.test_images is None:
+        return
+    from mnistlab.reporting import plots
+
+    plots.plot_training_curves(run.records(), run.path / "curves.png")
+    plots.plot_label_set_grid(data.test_images[:24], probs[:24] >= cfg.threshold, run.path / "predictions.png", y[:24],
+                              class_names=data.class_names, title=f"test images: predicted label sets ({decision})")
+    plots.plot_bars(data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png",
+                    title="per-label F1 on the test set", ylabel="F1")
