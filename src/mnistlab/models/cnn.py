@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mnistlab.models import model_options, register_model
+from mnistlab.models.registry import model_options, register_model
 
 
 def _flat_features(features: nn.Module, in_shape: tuple[int, int, int]) -> int:

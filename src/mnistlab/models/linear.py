@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from mnistlab.models import register_model
+from mnistlab.models.registry import register_model
 
 
 class LinearClassifier(nn.Module):

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from mnistlab.errors import ConfigError
-from mnistlab.models import count_parameters, create_model
+from mnistlab.models.registry import count_parameters, create_model
 
 
 def layer_shapes(model: nn.Module, in_shape: tuple[int, int, int]) -> list[tuple[str, str, tuple[int, ...], int]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from mnistlab.models.mlp import ACTIVATIONS
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, load, make_config, plot_step_curves, save_figure, train
 
 NAMES = ("sigmoid", "tanh", "relu", "leaky_relu")

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from mnistlab.training.losses import compute_loss
 from mnistlab.models import count_parameters
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, Trained, load, make_config, plot_step_curves, predicted_class_share, save_figure, train
 
 # The lectures' architectures (hidden layer sizes; input 784 and output 10 are implied).

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mnistlab.training.losses import compute_loss
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, Trained, load, make_config, save_figure, train
 
 POOR_INIT_SCALE = 30.0  # multiply PyTorch's default weights by this: logits of tens, a saturated softmax

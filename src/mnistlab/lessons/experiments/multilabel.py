@@ -15,7 +15,7 @@ import torch
 
 from mnistlab.training.losses import class_probabilities
 from mnistlab.evaluation.metrics import hamming_loss, multilabel_prf, topk_oracle_sets
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, load, make_config, save_figure, train
 
 THRESHOLD = 0.5

@@ -8,7 +8,7 @@ iterations.
 
 from __future__ import annotations
 
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, Trained, load, make_config, save_figure, train
 
 NUM_IMAGES = 20  # the lecture's tiny training set

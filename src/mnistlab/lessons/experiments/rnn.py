@@ -8,7 +8,7 @@ far longer than a few minutes on 2 CPU cores, so the default here is one epoch e
 from __future__ import annotations
 
 from mnistlab.models import count_parameters
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, load, make_config, plot_step_curves, train
 
 CELLS = ("rnn", "lstm", "gru")

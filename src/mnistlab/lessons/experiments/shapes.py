@@ -15,7 +15,7 @@ import torch.nn as nn
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model
 from mnistlab.models.summary import check_head, layer_shapes
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, load, make_config, save_figure, train
 
 IN_SHAPE = (1, 28, 28)

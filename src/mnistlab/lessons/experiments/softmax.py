@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, load, make_config, save_figure, train
 
 EXAMPLE = (5.0, 2.0, -1.0, 3.0)  # the lecture's logits

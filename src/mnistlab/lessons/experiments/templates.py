@@ -11,7 +11,7 @@ import torch
 
 from mnistlab.reporting import plots
 from mnistlab.evaluation.metrics import confusion_matrix
-from mnistlab.lessons.experiments import register_experiment
+from mnistlab.lessons.experiments.registry import register_experiment
 from mnistlab.lessons.experiments.common import Options, Result, load, make_config, save_figure, train
 
 
