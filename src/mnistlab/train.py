@@ -250,7 +250,7 @@ class Trainer:
                     group["lr"] = lr
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=self.autocast_dtype is not None):
                     logits = self.forward(x).float()
-                loss = compute_loss(logits, y, cfg.loss, cfg.label_smoothing)
+                loss = compute_loss(logits, y, cfg.loss, cfg.effective_label_smoothing)
                 # One sync per step: a NaN/inf loss must stop the run before it poisons the weights.
                 if not torch.isfinite(loss).item():
                     raise TrainingDiverged(
