@@ -99,7 +99,7 @@ def test_deep_sgd_mlp_fails_and_kaiming_batch_norm_fixes_it(mnist_raw):
     """The lecture's 9-layer MLP with SGD lr 0.01 predicts one class; Kaiming + batch norm learns."""
     hidden = (650, 530, 420, 350, 290, 200, 150, 80)
     lecture = dict(model="mlp", hidden=hidden, optimizer="sgd", lr=0.01, momentum=0.5, nesterov=False,
-                   batch_size=64, schedule="constant", warmup=0.0, weight_decay=0.0, save_run=False,
+                   batch_size=64, schedule="constant", warmup=0.0, weight_decay=0.0, label_smoothing=0.0, save_run=False,
                    train_size=6400, val_size=0, epochs=1, threads=2)
     stuck = TrainSession.start(Config(**lecture)).fit()
     preds = stuck.test.logits.argmax(1)

@@ -69,8 +69,8 @@ def test_every_example_once_per_epoch(synthetic_bundle):
 def test_fast_path_equals_classic_loop(synthetic_bundle, model):
     """Same model, seed, batch order and optimiser: the loss curves agree within float tolerance."""
     bundle = synthetic_bundle
-    cfg = Config(model=model, optimizer="sgd", lr=0.05, momentum=0.9, schedule="constant", warmup=0.0,
-                 weight_decay=0.0, epochs=2, batch_size=32, save_run=False)
+    cfg = Config(model=model, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, schedule="constant", warmup=0.0,
+                 weight_decay=0.0, label_smoothing=0.0, epochs=2, batch_size=32, save_run=False)
     torch.manual_seed(0)
     fast_model = create_model(model, 10, bundle.in_shape)
     classic_model = create_model(model, 10, bundle.in_shape)

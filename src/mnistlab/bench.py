@@ -172,7 +172,7 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
             curve.append((epoch + 1, seconds, classic_test(model, test_loader)))
 
         train_s = classic_train(model, opt, loader_for_epoch, epochs, lr_for_step, cfg.loss, on_epoch_end=on_epoch_end,
-                                max_steps=total, label_smoothing=cfg.label_smoothing)
+                                max_steps=total, label_smoothing=cfg.effective_label_smoothing)
         infer = _timed(lambda: classic_test(model, test_loader), repeats=3, burn_in=1)
         model.eval()
     else:

@@ -224,8 +224,8 @@ def describe_run(session: "TrainSession", resumed: bool = False) -> str:
     training = [optimiser_summary(cfg), schedule_summary(cfg)]
     if cfg.loss != "ce":
         training.append(f"loss {cfg.loss}")
-    if cfg.label_smoothing:
-        training.append(f"label smoothing {cfg.label_smoothing:g}")
+    if cfg.loss == "ce" and cfg.model != "logistic" and cfg.effective_label_smoothing:
+        training.append(f"label smoothing {cfg.effective_label_smoothing:g}")
     if cfg.augment:
         training.append("augmented")
     steps = f"{trainer.total_steps:,} step{'' if trainer.total_steps == 1 else 's'}"

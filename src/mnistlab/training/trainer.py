@@ -249,7 +249,7 @@ class Trainer:
                     group["lr"] = lr
                 with autocast(self.device, self.autocast_dtype):
                     logits = self.forward(x).float()
-                loss = compute_loss(logits, y, cfg.loss, cfg.label_smoothing)
+                loss = compute_loss(logits, y, cfg.loss, cfg.effective_label_smoothing)
                 # One sync per step: a NaN/inf loss must stop the run before it poisons the weights.
                 if not torch.isfinite(loss).item():
                     raise TrainingDiverged(
