@@ -12,9 +12,9 @@ from mnistlab.data.loader import (
     build_bundle,
     normalization_stats,
     select_classes,
-    stratified_split,
     to_device_split,
 )
+from mnistlab.data.splits import stratified_split
 from mnistlab.data.synthetic import synthetic
 from mnistlab.errors import ConfigError
 

@@ -12,7 +12,8 @@ import pytest
 from mnistlab import cli
 from mnistlab.config import Config
 from mnistlab.data.custom import load_csv, load_folder
-from mnistlab.data.loader import SplitWarning, holdout_size, load_dataset, split_train_val, stratified_split
+from mnistlab.data.loader import load_dataset
+from mnistlab.data.splits import SplitWarning, holdout_size, split_train_val, stratified_split
 from mnistlab.errors import ConfigError
 
 

@@ -1,1 +1,11 @@
-"""Data sets: IDX files, the registry, downloads and decoded arrays."""
+"""Data sets: the registry, IDX files, downloads, the array cache, splits and device-resident loaders.
+
+Layers, bottom up (imports run one way, checked by tests/test_data_layering.py): sources (the
+registry) -> download -> cache, idx, images, splits, synthetic -> raw (`load_raw`, the IDX loader)
+-> multimnist, generated (sets made in code), custom (folder:/csv:) -> export, loader (torch).
+
+Importing any part of the package registers every built-in data set: the file-backed ones in
+sources.py and the generated ones in generated.py (imported here).
+"""
+
+import mnistlab.data.generated  # noqa: F401  registers the generated data sets

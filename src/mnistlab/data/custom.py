@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnistlab.data.download import cache_dir
+from mnistlab.data.cache import entry_folder, read_arrays, write_arrays
 from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
-from mnistlab.data.raw import RawData, load_npy
+from mnistlab.data.raw import RawData
+from mnistlab.data.splits import MAX_TEST_SIZE, holdout_size, stratified_split
 from mnistlab.errors import ConfigError, DataError, ImageError
-from mnistlab.fileio import atomic_open, atomic_write_json
 
 log = logging.getLogger("mnistlab")
 
@@ -83,29 +83,21 @@ def load_custom(name: str, *, image_size: int = 28, channels: int | None = None,
 
 
 def _cache_folder(kind: str, key: str) -> Path:
-    return cache_dir() / "custom" / f"{kind}-{key[:32]}"
+    return entry_folder("custom", f"{kind}-{key[:32]}")
 
 
 def _load_cache(folder: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict] | None:
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = {a: load_npy(folder / f"{a}.npy") for a in names}
-    except (OSError, ValueError, EOFError):
+    cached = read_arrays(folder, names)
+    if cached is None:
         return None  # absent, unreadable or corrupt: decode again
-    lengths = {len(a) for a in arrays.values()}
-    return (arrays, meta) if len(lengths) == 1 and isinstance(meta, dict) else None
+    lengths = {len(a) for a in cached[0].values()}
+    return cached if len(lengths) == 1 else None
 
 
 def _save_cache(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    # A cache is an optimisation: a read-only or full disk must not break loading. meta.json goes
-    # last, so a half-written cache is never read back.
-    try:
-        for a, arr in arrays.items():
-            with atomic_open(folder / f"{a}.npy", "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-        atomic_write_json(folder / "meta.json", meta)
-    except OSError as e:
-        log.warning("could not cache decoded images in %s: %s", folder, e.strerror or e)
+    error = write_arrays(folder, arrays, meta)  # a read-only or full disk must not break loading
+    if error is not None:
+        log.warning("could not cache decoded images in %s: %s", folder, error.strerror or error)
 
 
 def _key(*parts: object) -> str:
@@ -288,8 +280,6 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
 
 def _split(labels: np.ndarray, test_size: float | None, seed: int, where: Path) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded (train, test) indices: `test_size` a fraction, a count, or None (10%, at most 10,000)."""
-    from mnistlab.data.loader import MAX_TEST_SIZE, holdout_size, stratified_split
-
     if len(labels) < 2:
         raise DataError(f"{where}: {len(labels)} image cannot be split into training and test images")
     try:

@@ -13,15 +13,14 @@ as .npy files in the user cache, keyed by version, seed and sizes: the second lo
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnistlab.data.download import cache_dir
+from mnistlab.data.cache import entry_folder, read_arrays, write_arrays
+from mnistlab.data.raw import load_raw
 from mnistlab.errors import DataError
-from mnistlab.fileio import atomic_open
 
 VERSION = 1  # bump when the composition changes: it is part of the cache key
 HEIGHT, SLOT_WIDTH, NUM_SLOTS = 28, 28, 3
@@ -90,15 +89,14 @@ def _split_seed(seed: int, split: int) -> int:
 
 def cache_folder(seed: int = 0, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST) -> Path:
     """Where the composed arrays for this version, seed and sizes are cached."""
-    return cache_dir() / "generated" / f"multimnist-v{VERSION}-seed{seed}-{num_train}-{num_test}"
+    return entry_folder("generated", f"multimnist-v{VERSION}-seed{seed}-{num_train}-{num_test}")
 
 
 def _load_cached(folder: Path, num_train: int, num_test: int) -> tuple[Composed, Composed] | None:
-    from mnistlab.data.raw import load_npy
-    try:
-        arrays = [load_npy(folder / f"{name}.npy") for name in _ARRAYS]
-    except (OSError, ValueError, EOFError):
+    cached = read_arrays(folder, _ARRAYS)
+    if cached is None:
         return None  # absent, unreadable or corrupt: compose again
+    arrays = [cached[0][name] for name in _ARRAYS]
     train, test = Composed(*arrays[:4]), Composed(*arrays[4:])
     for part, n in ((train, num_train), (test, num_test)):
         if (part.x.shape != (n, HEIGHT, WIDTH) or part.x.dtype != np.uint8 or part.y.shape != (n, NUM_CLASSES)
@@ -107,13 +105,10 @@ def _load_cached(folder: Path, num_train: int, num_test: int) -> tuple[Composed,
     return train, test
 
 
-def _save_cached(folder: Path, train: Composed, test: Composed) -> None:
-    # A cache is an optimisation: a read-only or full disk must not break loading.
+def _save_cached(folder: Path, train: Composed, test: Composed, seed: int) -> None:
     arrays = (train.x, train.y, train.sources, train.offsets, test.x, test.y, test.sources, test.offsets)
-    with contextlib.suppress(OSError):
-        for name, arr in zip(_ARRAYS, arrays):
-            with atomic_open(folder / f"{name}.npy", "wb") as f:
-                np.save(f, arr, allow_pickle=False)
+    meta = {"version": VERSION, "seed": seed, "num_train": len(train.x), "num_test": len(test.x)}
+    write_arrays(folder, dict(zip(_ARRAYS, arrays)), meta)  # a read-only or full disk must not break loading
 
 
 def generate(seed: int = 0, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST,
@@ -123,11 +118,9 @@ def generate(seed: int = 0, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST
     cached = _load_cached(folder, num_train, num_test) if use_cache else None
     if cached is not None:
         return cached
-    from mnistlab.data.raw import load_raw
-
     mnist = load_raw("mnist", download=download)
     train = compose(mnist.train_x, mnist.train_y, num_train, _split_seed(seed, 0))
     test = compose(mnist.test_x, mnist.test_y, num_test, _split_seed(seed, 1))
     if use_cache:
-        _save_cached(folder, train, test)
+        _save_cached(folder, train, test, seed)
     return train, test

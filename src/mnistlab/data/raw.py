@@ -1,28 +1,29 @@
-"""Decoded data sets as uint8 NumPy arrays: find the files, decode and check them, cache the result.
+"""Decoded data sets as uint8 NumPy arrays: `load_raw` calls the loader of the data set's registry entry.
 
-Decoding the 47 MB of gzipped MNIST training images takes about 0.3 s, so the decoded arrays are
-cached as .npy files in the user cache, keyed by the sha256 of the source files: the next load
-reads them back in milliseconds, and any change to the source files changes the key.
+The IDX loader (`load_idx`, for every spec with `files`) finds the files, decodes and checks them
+and caches the result. Decoding the 47 MB of gzipped MNIST training images takes about 0.3 s, so
+the decoded arrays are cached as .npy files in the user cache (data/cache.py), keyed by the sha256
+of the source files: the next load reads them back in milliseconds, and any change to the source
+files changes the key.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mnistlab.data.download import EMBEDDED_DIR, Progress, cache_dir, find_local, locate, search_dirs
+from mnistlab.data.cache import entry_folder, load_npy, read_arrays, write_arrays
+from mnistlab.data.download import EMBEDDED_DIR, Progress, find_local, locate, search_dirs
 from mnistlab.data.idx import check_pair, read_idx_header, read_images, read_labels
-from mnistlab.data.sources import SPLIT_KEYS, DatasetSpec, get_dataset_spec
-from mnistlab.data.synthetic import synthetic
+from mnistlab.data.sources import SPLIT_KEYS, DatasetSpec, LoadOptions, get_dataset_spec
 from mnistlab.errors import DataError
-from mnistlab.fileio import atomic_open
+
+__all__ = ["RawData", "dataset_paths", "load_idx", "load_npy", "load_raw", "verify_dataset"]
 
 _CACHE_VERSION = 1  # bump when the cached layout or the decoding changes
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
@@ -85,35 +86,14 @@ def _files_key(spec: DatasetSpec, paths: dict[str, Path]) -> str:
 
 
 def _cache_folder(spec: DatasetSpec, key: str) -> Path:
-    return cache_dir() / "decoded" / f"{spec.name}-{key[:24]}"
-
-
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """`np.load` of a cache file whose header is first checked against the file's size.
-
-    A damaged (or planted) .npy whose header declares a huge shape would otherwise be allocated in
-    full, a MemoryError, before the short read is noticed. Raises ValueError (or OSError) instead.
-    """
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"{path}: .npy version {version} is not one this cache writes")
-        declared = math.prod(shape) * dtype.itemsize
-        if dtype.hasobject or declared != os.fstat(f.fileno()).st_size - f.tell():
-            raise ValueError(f"{path}: the .npy header does not match the file's size")
-        f.seek(0)
-        return np.load(f, allow_pickle=False)
+    return entry_folder("decoded", f"{spec.name}-{key[:24]}")
 
 
 def _load_cached(folder: Path) -> tuple[np.ndarray, ...] | None:
-    try:
-        arrays = tuple(load_npy(folder / f"{a}.npy") for a in _ARRAYS)
-    except (OSError, ValueError, EOFError):
+    cached = read_arrays(folder, _ARRAYS)
+    if cached is None:
         return None  # absent, unreadable or corrupt: decode again
+    arrays = tuple(cached[0][a] for a in _ARRAYS)
     train_x, train_y, test_x, test_y = arrays
     ok = (
         train_x.dtype == test_x.dtype == np.uint8 and train_x.ndim == test_x.ndim == 3
@@ -123,12 +103,9 @@ def _load_cached(folder: Path) -> tuple[np.ndarray, ...] | None:
     return arrays if ok else None
 
 
-def _save_cached(folder: Path, arrays: tuple[np.ndarray, ...]) -> None:
-    # A cache is an optimisation: a read-only or full disk must not break loading.
-    with contextlib.suppress(OSError):
-        for a, arr in zip(_ARRAYS, arrays):
-            with atomic_open(folder / f"{a}.npy", "wb") as f:
-                np.save(f, arr, allow_pickle=False)
+def _save_cached(folder: Path, spec: DatasetSpec, arrays: tuple[np.ndarray, ...]) -> None:
+    # A read-only or full disk must not break loading: the error is dropped, the arrays decoded again next time.
+    write_arrays(folder, dict(zip(_ARRAYS, arrays)), {"dataset": spec.name, "version": _CACHE_VERSION})
 
 
 def _check_headers(spec: DatasetSpec, paths: dict[str, Path]) -> None:
@@ -183,6 +160,22 @@ def _transpose_in_place(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return flat.reshape(n, w, h)
 
 
+def load_idx(spec: DatasetSpec, options: LoadOptions) -> RawData:
+    """The loader of every data set with `files`: find (or download) the four IDX files, decode, check, cache."""
+    paths = _source_paths(spec, options.data_dir, options.download, options.progress)
+    key = _files_key(spec, paths)
+    arrays = _load_cached(_cache_folder(spec, key)) if key else None
+    if arrays is None:
+        arrays = _decode(spec, paths)
+        if key:
+            _save_cached(_cache_folder(spec, key), spec, arrays)
+    train_x, train_y, test_x, test_y = arrays
+    for y, k in ((train_y, "train_labels"), (test_y, "test_labels")):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= spec.num_classes):
+            raise DataError(f"{paths[k]}: labels outside 0..{spec.num_classes - 1}")
+    return RawData(train_x, train_y, test_x, test_y, spec.class_names, spec.name)
+
+
 def load_raw(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -191,39 +184,26 @@ def load_raw(
     seed: int = 0,
     progress: Progress = False,
 ) -> RawData:
-    """Load data set `name` as uint8 images and int64 labels.
+    """Load data set `name` as uint8 images and int64 labels, with the loader of its registry entry.
 
     Args:
         data_dir: a folder to search first (see `download.search_dirs`); for mnist it replaces the
             embedded copy when it holds the files.
         download: fetch missing files from the mirrors into the user cache.
-        num_synthetic, seed: size (train; test is a quarter) and seed of the `synthetic` data set.
+        num_synthetic, seed: size (train; test is a quarter) and seed of the `synthetic` data set
+            (seed: of any generated set).
         progress: report downloads (True: a tqdm bar on stderr; or a callable(done_bytes, total_bytes)).
     """
     spec = get_dataset_spec(name)
-    if spec.name == "multimnist":
-        from mnistlab.data.multimnist import generate
-
-        train, test = generate(seed=seed, download=download)
-        return RawData(train.x, train.y, test.x, test.y, spec.class_names, spec.name)
-    if spec.generated:
-        train_x, train_y = synthetic(num_synthetic, spec.num_classes, seed=seed)
-        # A seed from another stream, so that test never repeats a train seed.
-        test_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-        test_x, test_y = synthetic(num_synthetic // 4, spec.num_classes, seed=test_seed)
-        return RawData(train_x, train_y, test_x, test_y, spec.class_names, spec.name)
-    paths = _source_paths(spec, data_dir, download, progress)
-    key = _files_key(spec, paths)
-    arrays = _load_cached(_cache_folder(spec, key)) if key else None
-    if arrays is None:
-        arrays = _decode(spec, paths)
-        if key:
-            _save_cached(_cache_folder(spec, key), arrays)
-    train_x, train_y, test_x, test_y = arrays
-    for y, k in ((train_y, "train_labels"), (test_y, "test_labels")):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= spec.num_classes):
-            raise DataError(f"{paths[k]}: labels outside 0..{spec.num_classes - 1}")
-    return RawData(train_x, train_y, test_x, test_y, spec.class_names, spec.name)
+    options = LoadOptions(data_dir=data_dir, download=download, seed=seed, num_synthetic=num_synthetic,
+                          progress=progress)
+    raw = (spec.loader or load_idx)(spec, options)
+    if not isinstance(raw, RawData):
+        raise DataError(f"data set {spec.name!r}: its loader returned {type(raw).__name__}, not RawData")
+    for part, x, y in (("train", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        if len(x) != len(y):
+            raise DataError(f"data set {spec.name!r}: {len(x)} {part} images but {len(y)} labels")
+    return raw
 
 
 def _file_digest(path: Path, algorithm: str, decompress: bool) -> tuple[str, int]:

@@ -1,15 +1,22 @@
-"""The data set registry: file names, checksums, mirrors and class names of each data set.
+"""The data set registry: file names, checksums, mirrors, class names and the loader of each data set.
 
-Adding a data set is one `register_dataset(DatasetSpec(...))` call. Checksums and mirrors come from
-../shared/data/README.md: `md5` is the md5 of the official .gz on the mirrors, `sha256` the sha256
-and size of the *decompressed* file (the embedded and shared copies were recompressed, so only
-the decompressed bytes can be checked against them).
+Adding a data set is one `register_dataset(DatasetSpec(...))` call, with no edit elsewhere. A spec
+with `files` is loaded by the IDX loader (find or download, verify, decode, cache: data/raw.py); a
+spec with a `loader` is loaded by calling it (generated sets register theirs in data/generated.py).
+`load_raw` dispatches on the spec alone: no module special-cases a data set's name.
+
+Checksums and mirrors come from ../shared/data/README.md: `md5` is the md5 of the official .gz on
+the mirrors, `sha256` the sha256 and size of the *decompressed* file (the embedded and shared
+copies were recompressed, so only the decompressed bytes can be checked against them).
 """
 
 from __future__ import annotations
 
+import os
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mnistlab.errors import ConfigError
 
@@ -38,6 +45,21 @@ class ArchiveSpec:
 
 
 @dataclass(frozen=True)
+class LoadOptions:
+    """What `load_raw` was asked for, passed to a data set's loader (each uses the fields it needs)."""
+
+    data_dir: str | os.PathLike | None = None  # a folder to search first (file-backed data sets)
+    download: bool = True  # fetch missing files (or the files a generated set is built from)
+    seed: int = 0  # generated sets: the seed of what they generate
+    num_synthetic: int = 2048  # `synthetic`: training images (test: a quarter)
+    progress: Any = False  # download progress: True (a tqdm bar) or a callable(done_bytes, total_bytes)
+
+
+# loader(spec, options) -> RawData (data/raw.py): uint8 images and int64 labels (multi-hot for multilabel sets)
+Loader = Callable[["DatasetSpec", LoadOptions], Any]
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Everything needed to find, fetch, verify and decode one data set."""
 
@@ -58,6 +80,8 @@ class DatasetSpec:
     # (train, test) items in the official files: an IDX header declaring more is refused before
     # anything is decompressed (smaller files, e.g. test fixtures, are fine)
     counts: tuple[int, int] | None = None
+    # How the data set is loaded: None for the IDX files named in `files`; a generated set (no files) gives its own.
+    loader: Loader | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +107,8 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
         raise ConfigError(f"data set {spec.name!r} is already registered")
     if spec.files and set(spec.files) != set(SPLIT_KEYS):
         raise ConfigError(f"data set {spec.name!r}: files must have exactly the keys {SPLIT_KEYS}")
+    if not spec.files and spec.loader is None:
+        raise ConfigError(f"data set {spec.name!r}: give either its files or a loader")
     _DATASETS[spec.name] = spec
     return spec
 
@@ -210,22 +236,3 @@ for _split, _classes in _EMNIST_CLASSES.items():
             license="NIST terms, see https://www.nist.gov/itl/products-and-services/emnist-dataset",
         )
     )
-
-register_dataset(
-    DatasetSpec(
-        name="synthetic",
-        class_names=DIGITS,
-        description="generated separable toy images with MNIST shapes (no download)",
-        license="MIT",
-    )
-)
-
-register_dataset(
-    DatasetSpec(
-        name="multimnist",
-        class_names=DIGITS,
-        description="1-3 MNIST digits side by side on 28x84; label: the set of digits (multi-label)",
-        license="CC BY-SA 3.0 (built from MNIST)",
-        multilabel=True,
-    )
-)

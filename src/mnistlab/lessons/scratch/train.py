@@ -40,8 +40,8 @@ def create_numpy_model(cfg: Config, num_features: int, num_classes: int) -> Mode
 
 def _prepare(cfg: Config) -> dict:
     """Flattened float32 splits, standardised with the training pixels' mean and std."""
-    from mnistlab.data.loader import split_train_val
     from mnistlab.data.raw import load_raw
+    from mnistlab.data.splits import split_train_val
 
     raw = load_raw(cfg.dataset, cfg.data_dir, seed=cfg.seed)
     train_idx, val_idx = split_train_val(raw.train_y, cfg.val_size, cfg.train_size, cfg.seed)
