@@ -1,4 +1,5 @@
-"""Shared fixtures: two threads like CI, seeded RNGs, a small synthetic data set, the real-data path."""
+"""Shared fixtures: two threads like CI, an isolated user cache and home, seeded RNGs, a small synthetic
+data set, the real-data path."""
 
 from __future__ import annotations
 
@@ -24,6 +25,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    """$XDG_CACHE_HOME and $HOME point at one temporary folder for the whole session.
+
+    Nothing a test does reaches the real ~/.cache/mnistlab or ~; the decoded-MNIST and generated-set
+    caches are built once per session in the temporary cache and shared by every test after that.
+    Session-scoped and autouse, so it is set up before any other session fixture (mnist_raw, tiny_run).
+    """
+    root = tmp_path_factory.mktemp("user")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(root / "home"))
+        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        (root / "home").mkdir()
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(_isolated_home, monkeypatch):
+    """Each test starts with the session's temporary cache and home (a test may point them elsewhere)."""
+    monkeypatch.setenv("HOME", str(_isolated_home / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_isolated_home / "cache"))
+    return _isolated_home / "cache"
 
 
 @pytest.fixture

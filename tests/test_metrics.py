@@ -1,4 +1,4 @@
-"""Metrics against oracles: numpy loops on random data, and a 3-class example worked by hand."""
+"""Metrics against oracles: numpy loops and scikit-learn on random labels, and a 3-class example worked by hand."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn import metrics as skm  # the oracle (in the dev extra)
 
 from mnistlab.evaluation import metrics as M
 
@@ -252,7 +253,7 @@ def test_format_report_shows_tables_and_truncates_names(random_batch):
     assert M.format_report(json.loads(json.dumps(report))) == M.format_report(report)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_metrics_on_cuda(random_batch):
     logits, y, k = random_batch
     cpu = M.classification_report(logits, y)
@@ -260,3 +261,96 @@ def test_metrics_on_cuda(random_batch):
     assert gpu["confusion_matrix"] == cpu["confusion_matrix"]
     assert gpu["accuracy"] == pytest.approx(cpu["accuracy"])
     assert M.confusion_matrix(logits.cuda(), y.cuda(), k).device.type == "cuda"
+
+
+# ---------------------------------------------------------------------------- scikit-learn as the oracle
+
+SEEDS = [0, 1, 2, 3, 4]
+
+
+def _random_labels(seed: int, k: int = 6, n: int = 200):
+    """Random true labels and predictions; class k-1 is never predicted and class 0 never true."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(1, k, (n,), generator=g)
+    preds = torch.randint(0, k - 1, (n,), generator=g)
+    agree = torch.rand(n, generator=g) < 0.4  # some signal, so that no score is trivially 0
+    preds = torch.where(agree & (y < k - 1), y, preds)
+    return preds, y, k
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_single_label_metrics_match_sklearn(seed):
+    preds, y, k = _random_labels(seed)
+    labels = list(range(k))
+    yt, yp = y.numpy(), preds.numpy()
+    assert M.accuracy(preds, y) == pytest.approx(skm.accuracy_score(yt, yp))
+    cm = M.confusion_matrix(preds, y, k)
+    np.testing.assert_array_equal(cm.numpy(), skm.confusion_matrix(yt, yp, labels=labels))
+    prf = M.per_class_prf(cm)
+    p, r, f, s = skm.precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+    np.testing.assert_allclose(prf["precision"], p)
+    np.testing.assert_allclose(prf["recall"], r)
+    np.testing.assert_allclose(prf["f1"], f)
+    np.testing.assert_array_equal(prf["support"], s)
+    assert prf["support"][0] == 0 and prf["precision"][k - 1] == 0.0  # the absent classes give 0, not NaN
+    for name, avg in (("macro_precision", "macro"), ("macro_recall", "macro")):
+        fn = skm.precision_score if "precision" in name else skm.recall_score
+        assert prf[name] == pytest.approx(fn(yt, yp, labels=labels, average=avg, zero_division=0))
+    assert prf["macro_f1"] == pytest.approx(skm.f1_score(yt, yp, labels=labels, average="macro", zero_division=0))
+    assert prf["weighted_f1"] == pytest.approx(
+        skm.f1_score(yt, yp, labels=labels, average="weighted", zero_division=0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_classification_report_matches_sklearn(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(150, 5, generator=g)
+    logits[:, 3] -= 10.0  # class 3 is never predicted
+    y = torch.randint(0, 5, (150,), generator=g)
+    report = M.classification_report(logits, y)
+    yt, yp, labels = y.numpy(), logits.argmax(1).numpy(), list(range(5))
+    assert report["accuracy"] == pytest.approx(skm.accuracy_score(yt, yp))
+    assert report["confusion_matrix"] == skm.confusion_matrix(yt, yp, labels=labels).tolist()
+    want = skm.classification_report(yt, yp, labels=labels, output_dict=True, zero_division=0)
+    for i, row in enumerate(report["per_class"]):
+        assert row["precision"] == pytest.approx(want[str(i)]["precision"])
+        assert row["recall"] == pytest.approx(want[str(i)]["recall"])
+        assert row["f1"] == pytest.approx(want[str(i)]["f1-score"])
+        assert row["support"] == want[str(i)]["support"]
+    for key in ("precision", "recall"):
+        assert report["macro"][key] == pytest.approx(want["macro avg"][key])
+    assert report["macro"]["f1"] == pytest.approx(want["macro avg"]["f1-score"])
+    assert report["weighted_f1"] == pytest.approx(want["weighted avg"]["f1-score"])
+    assert report["nll"] == pytest.approx(skm.log_loss(yt, torch.softmax(logits.double(), 1).numpy(), labels=labels))
+    for k in (1, 3):  # top5 is left out with 5 classes
+        want_k = skm.top_k_accuracy_score(yt, logits.numpy(), k=k, labels=labels)
+        assert report["topk"][f"top{k}"] == pytest.approx(want_k)
+    assert "top5" not in report["topk"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_multilabel_metrics_match_sklearn(seed):
+    g = torch.Generator().manual_seed(seed)
+    n, labels = 120, 6
+    targets = torch.rand(n, labels, generator=g) < 0.3
+    targets[:, 0] = False  # a label nobody has
+    probs = torch.rand(n, labels, generator=g)
+    probs = torch.where(targets, probs * 0.5 + 0.4, probs * 0.6)  # some signal
+    probs[:, labels - 1] = 0.1  # a label never predicted
+    yt, yp = targets.numpy().astype(int), (probs >= 0.5).numpy().astype(int)
+    assert M.hamming_loss(probs, targets, logits=False) == pytest.approx(skm.hamming_loss(yt, yp))
+    assert M.subset_accuracy(probs, targets, logits=False) == pytest.approx(skm.accuracy_score(yt, yp))
+    prf = M.multilabel_prf(probs, targets, logits=False)
+    p, r, f, s = skm.precision_recall_fscore_support(yt, yp, zero_division=0)
+    np.testing.assert_allclose(prf["precision"], p)
+    np.testing.assert_allclose(prf["recall"], r)
+    np.testing.assert_allclose(prf["f1"], f)
+    np.testing.assert_array_equal(prf["support"], s)
+    assert prf["macro_f1"] == pytest.approx(skm.f1_score(yt, yp, average="macro", zero_division=0))
+    assert prf["micro_f1"] == pytest.approx(skm.f1_score(yt, yp, average="micro", zero_division=0))
+    assert prf["weighted_f1"] == pytest.approx(skm.f1_score(yt, yp, average="weighted", zero_division=0))
+    report = M.multilabel_report(probs, targets)
+    assert report["subset_accuracy"] == pytest.approx(skm.accuracy_score(yt, yp))
+    assert report["hamming_loss"] == pytest.approx(skm.hamming_loss(yt, yp))
+    logits = torch.logit(probs.double().clamp(1e-6, 1 - 1e-6)).float()  # the same decisions from logits
+    assert M.hamming_loss(logits, targets, logits=True) == pytest.approx(skm.hamming_loss(yt, yp))

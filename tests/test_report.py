@@ -86,3 +86,52 @@ def test_minimal_run_dir_and_not_a_run_dir(tmp_path):
     (empty / "config.json").write_text("{not json")
     with pytest.raises(MnistlabError, match="config.json: cannot read JSON"):
         render_report(empty)
+
+
+# ---------------------------------------------------------------------------- the one HTML writer
+
+
+def test_writer_blocks_escape_every_text(tmp_path):
+    from mnistlab.reporting import html as page
+
+    png = b"\x89PNG fake"
+    (tmp_path / "a.png").write_bytes(png)
+    text = page.render_page(EVIL, [
+        page.heading(EVIL), page.note(EVIL), page.note(EVIL, "rough"), page.details(EVIL, EVIL),
+        page.table([[page.cell(EVIL, "key", header=True), EVIL],
+                    [page.cell(1.5, "num", style="color: red"), page.cell(EVIL, "diag")]], "cm"),
+        page.figure(tmp_path / "a.png", EVIL),
+    ])
+    assert text.startswith("<!DOCTYPE html>") and text.endswith("</body></html>\n")
+    assert EVIL not in text and "<script" not in text.lower()
+    assert text.count("&lt;script&gt;") == 12  # title, h1, h2, 2 notes, summary, pre, 3 cells, alt, caption
+    assert f"<style>{page.STYLESHEET}</style>" in text and text.count("<style>") == 1
+    assert ("<table class='cm'><tr><th class='key'>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</th>"
+            "<td>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</td></tr>"
+            "<tr><td class='num' style='color: red'>1.5</td>") in text
+    assert f"src='data:image/png;base64,{base64.b64encode(png).decode()}'" in text
+
+
+def test_run_report_and_lesson_page_share_the_writer(run_dir, tmp_path):
+    from mnistlab.lessons.experiments.common import Result, render_html
+    from mnistlab.reporting import html as page
+
+    run, _ = run_dir
+    report = render_report(run).read_text(encoding="utf-8")
+    lesson = render_html(Result("demo", "a lesson", {"t": [{"name": EVIL, "test_acc": 0.5}]}, notes=[EVIL]), tmp_path)
+    for text in (report, lesson):
+        assert f"<style>{page.STYLESHEET}</style>" in text and EVIL not in text
+    assert "<td class='text'>&lt;script&gt;" in lesson and "<td class='num'>50.00%</td>" in lesson
+
+
+def test_reporting_does_not_import_the_lessons():
+    import ast
+    from pathlib import Path
+
+    import mnistlab.reporting
+
+    for path in Path(mnistlab.reporting.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith(("mnistlab.lessons", "mnistlab.cli", "mnistlab.runs")) for n in names), path

@@ -1,7 +1,13 @@
-"""One self-contained HTML page per run: config, final numbers, per-class table, confusion matrix
-and every figure, with images embedded as data URIs and no external resources.
+"""The one HTML writer and its stylesheet, and the run report built with it.
 
-Everything read from the run directory is escaped with `html.escape` before it reaches the page.
+`render_page(title, sections)` makes one self-contained page (the stylesheet inline, figures as data
+URIs, no external resources) from blocks made here: `heading`, `note`, `table` of `cell`s, `figure`,
+`preformatted`, `details`. Every text a block is given is escaped with `html.escape` on the way in,
+so nothing read from a run directory or a lesson's result can inject markup.
+
+Two pages use it: `render_report` below (`mnistlab report RUN`: config, final numbers, per-class
+table, confusion matrix and every figure of a run directory), and the lessons' report.html
+(`mnistlab.lessons.experiments.common.render_html`).
 """
 
 from __future__ import annotations
@@ -12,35 +18,113 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_text
 
-_CSS = """
+STYLESHEET = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
-th { background: #f4f4f4; } td.key, th.key { text-align: left; font-family: monospace; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
+td.text, th.text { text-align: left; } td.key, th.key { text-align: left; font-family: monospace; }
 table.cm td { min-width: 2.5em; } table.cm td.diag { font-weight: bold; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-family: monospace; color: #555; }
-.note { color: #777; }
+figcaption { font-family: monospace; color: #555; } .note { color: #555; } .rough { color: #b00; }
+pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
 """
 
 
-def _e(value: Any) -> str:
-    """Escape any value for HTML text or attribute context."""
+# ----------------------------------------------------------------------------- the writer
+
+
+def escape(value: Any) -> str:
+    """Any value as text that is safe in HTML text and attribute context."""
     return html.escape(str(value), quote=True)
 
 
+class Cell(NamedTuple):
+    """One table cell: its text (escaped when rendered), CSS class, header flag and inline style."""
+
+    text: Any
+    cls: str | None = None
+    header: bool = False
+    style: str | None = None
+
+
+def cell(text: Any, cls: str | None = None, *, header: bool = False, style: str | None = None) -> Cell:
+    """A table cell; `header=True` makes it a <th>."""
+    return Cell(text, cls, header, style)
+
+
+def _cell_html(c: Cell | Any) -> str:
+    if not isinstance(c, Cell):
+        c = Cell(c)
+    tag = "th" if c.header else "td"
+    cls = f" class='{escape(c.cls)}'" if c.cls else ""
+    style = f" style='{escape(c.style)}'" if c.style else ""
+    return f"<{tag}{cls}{style}>{escape(c.text)}</{tag}>"
+
+
+def table(rows: Iterable[Sequence[Cell | Any]], cls: str | None = None) -> str:
+    """A table from rows of cells (a plain value is a <td> holding its text)."""
+    attr = f" class='{escape(cls)}'" if cls else ""
+    body = "".join("<tr>" + "".join(_cell_html(c) for c in row) + "</tr>" for row in rows)
+    return f"<table{attr}>{body}</table>"
+
+
+def heading(text: Any, level: int = 2) -> str:
+    """A section heading (<h2> by default; the page title is the <h1>)."""
+    return f"<h{level}>{escape(text)}</h{level}>"
+
+
+def note(text: Any, cls: str = "note") -> str:
+    """A paragraph of grey explanatory text (`cls='rough'` for a warning in red)."""
+    return f"<p class='{escape(cls)}'>{escape(text)}</p>"
+
+
+def preformatted(text: Any) -> str:
+    """Text shown as is, in a monospace block."""
+    return f"<pre>{escape(text)}</pre>"
+
+
+def details(summary: Any, text: Any) -> str:
+    """A folded block: `summary` shown, `text` preformatted inside."""
+    return f"<details><summary>{escape(summary)}</summary>{preformatted(text)}</details>"
+
+
+def figure(path: str | os.PathLike, caption: Any) -> str:
+    """A PNG file embedded as a data URI, with its caption (also its alt text)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def render_page(title: Any, sections: Iterable[str]) -> str:
+    """One self-contained page: the title as <title> and <h1>, then the blocks in order."""
+    return "\n".join(["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+                      f"<title>{escape(title)}</title><style>{STYLESHEET}</style></head><body>",
+                      f"<h1>{escape(title)}</h1>", *sections, "</body></html>\n"])
+
+
+def write_page(path: str | os.PathLike, title: Any, sections: Iterable[str]) -> Path:
+    """`render_page` written atomically to `path`; returns the path."""
+    path = Path(path)
+    atomic_write_text(path, render_page(title, sections))
+    return path
+
+
+# ----------------------------------------------------------------------------- the run report
+
+
 def _num(value: Any, spec: str = ".4f") -> str:
+    """A number as report text (floats to `spec`, ints as is, None as n/a); anything else as str."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _e("n/a" if value is None else value)
+        return "n/a" if value is None else str(value)
     if isinstance(value, float) and not math.isfinite(value):
-        return _e(value)
-    return _e(format(value, spec) if isinstance(value, float) else value)
+        return str(value)
+    return format(value, spec) if isinstance(value, float) else str(value)
 
 
 def _read_json(path: Path) -> Any:
@@ -70,18 +154,17 @@ def _read_jsonl(path: Path) -> tuple[list[dict], int]:
     return records, skipped
 
 
-def _table(rows: list[tuple[str, str]], header: tuple[str, str] | None = None) -> str:
-    """Two-column key/value table; both cells must already be escaped."""
-    head = f"<tr><th class='key'>{header[0]}</th><th>{header[1]}</th></tr>" if header else ""
-    body = "".join(f"<tr><td class='key'>{k}</td><td>{v}</td></tr>" for k, v in rows)
-    return f"<table>{head}{body}</table>"
+def _key_value_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
+    """Two-column table: keys left-aligned in monospace, values right-aligned."""
+    return table([(cell(header[0], "key", header=True), cell(header[1], header=True)),
+                  *((cell(k, "key"), cell(v)) for k, v in rows)])
 
 
 def _config_section(config: Any) -> str:
     if not isinstance(config, dict):
-        return f"<pre>{_e(json.dumps(config, indent=2))}</pre>"
-    rows = [(_e(k), _e(v if isinstance(v, str) else json.dumps(v))) for k, v in config.items()]
-    return _table(rows, ("field", "value"))
+        return preformatted(json.dumps(config, indent=2))
+    rows = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in config.items()]
+    return _key_value_table(rows, ("field", "value"))
 
 
 def _final_numbers(records: list[dict], evaluation: dict | None) -> list[tuple[str, str]]:
@@ -91,7 +174,7 @@ def _final_numbers(records: list[dict], evaluation: dict | None) -> list[tuple[s
         last = epochs[-1]
         for key in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc"):
             if key in last:
-                rows.append((_e(f"last epoch: {key}"), _num(last[key])))
+                rows.append((f"last epoch: {key}", _num(last[key])))
         val_accs = [r["val_acc"] for r in epochs if isinstance(r.get("val_acc"), (int, float))]
         if val_accs:
             rows.append(("best val_acc", _num(max(val_accs))))
@@ -102,32 +185,29 @@ def _final_numbers(records: list[dict], evaluation: dict | None) -> list[tuple[s
         if r.get("kind") == "test":
             for key in ("test_loss", "test_acc"):
                 if key in r:
-                    rows.append((_e(key), _num(r[key])))
+                    rows.append((key, _num(r[key])))
     if evaluation:
         for key in ("num_samples", "accuracy", "loss", "nll", "perplexity", "uniform_perplexity"):
             if key in evaluation:
-                rows.append((_e(f"evaluation: {key}"), _num(evaluation[key])))
+                rows.append((f"evaluation: {key}", _num(evaluation[key])))
         for key, value in (evaluation.get("topk") or {}).items():
-            rows.append((_e(f"evaluation: {key} accuracy"), _num(value)))
+            rows.append((f"evaluation: {key} accuracy", _num(value)))
     return rows
 
 
 def _per_class_section(evaluation: dict) -> str:
-    rows = evaluation.get("per_class") or []
-    if not rows:
+    per_class = evaluation.get("per_class") or []
+    if not per_class:
         return ""
-    out = ["<table><tr><th class='key'>class</th><th>precision</th><th>recall</th><th>F1</th>"
-           "<th>support</th></tr>"]
-    for row in rows:
-        out.append(f"<tr><td class='key'>{_e(row.get('name'))}</td><td>{_num(row.get('precision'))}</td>"
-                   f"<td>{_num(row.get('recall'))}</td><td>{_num(row.get('f1'))}</td>"
-                   f"<td>{_num(row.get('support'))}</td></tr>")
+    rows = [[cell("class", "key", header=True), *(cell(h, header=True) for h in ("precision", "recall", "F1", "support"))]]
+    for row in per_class:
+        rows.append([cell(row.get("name"), "key"),
+                     *(cell(_num(row.get(k))) for k in ("precision", "recall", "f1", "support"))])
     macro = evaluation.get("macro")
     if isinstance(macro, dict):
-        out.append(f"<tr><th class='key'>macro avg</th><th>{_num(macro.get('precision'))}</th>"
-                   f"<th>{_num(macro.get('recall'))}</th><th>{_num(macro.get('f1'))}</th><th></th></tr>")
-    out.append("</table>")
-    return "".join(out)
+        rows.append([cell("macro avg", "key", header=True),
+                     *(cell(_num(macro.get(k)), header=True) for k in ("precision", "recall", "f1")), cell("", header=True)])
+    return table(rows)
 
 
 def _confusion_section(evaluation: dict) -> str:
@@ -135,32 +215,21 @@ def _confusion_section(evaluation: dict) -> str:
     if not cm:
         return ""
     names = evaluation.get("class_names") or [str(i) for i in range(len(cm))]
-    out = ["<p class='note'>rows: true class, columns: predicted class; shading is the fraction of "
-           "the row.</p><table class='cm'><tr><th class='key'>true \\ pred</th>"]
-    out += [f"<th>{_e(n)}</th>" for n in names]
-    out.append("</tr>")
+    rows = [[cell("true \\ pred", "key", header=True), *(cell(n, header=True) for n in names)]]
     for i, counts in enumerate(cm):
         total = sum(counts) or 1
-        out.append(f"<tr><th class='key'>{_e(names[i] if i < len(names) else i)}</th>")
+        row = [cell(names[i] if i < len(names) else i, "key", header=True)]
         for j, count in enumerate(counts):
             alpha = float(count) / total
             style = f"background: rgba(31, 119, 180, {alpha:.3f});" + (" color: white;" if alpha > 0.6 else "")
-            cls = " class='diag'" if i == j else ""
-            out.append(f"<td{cls} style='{style}'>{_num(count)}</td>")
-        out.append("</tr>")
-    out.append("</table>")
-    return "".join(out)
+            row.append(cell(_num(count), "diag" if i == j else None, style=style))
+        rows.append(row)
+    return (note("rows: true class, columns: predicted class; shading is the fraction of the row.")
+            + table(rows, "cm"))
 
 
 def _figures(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("*.png")) + sorted((run_dir / "figures").glob("*.png"))
-
-
-def _figure_html(path: Path, run_dir: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    name = path.relative_to(run_dir).as_posix()
-    return (f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{_e(name)}</figcaption></figure>")
 
 
 def render_report(run_dir: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
@@ -181,31 +250,24 @@ def render_report(run_dir: str | os.PathLike, out_path: str | os.PathLike | None
     if evaluation is not None and not isinstance(evaluation, dict):
         raise MnistlabError(f"{run_dir / 'evaluation.json'}: expected a JSON object")
 
-    title = f"mnistlab run: {run_dir.resolve().name}"
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{_e(title)}</h1>"]
-
-    parts.append("<h2>Results</h2>")
+    sections = [heading("Results")]
     numbers = _final_numbers(records, evaluation)
     if numbers:
-        parts.append(_table(numbers, ("metric", "value")))
+        sections.append(_key_value_table(numbers, ("metric", "value")))
     else:
-        parts.append("<p class='note'>no metrics recorded (metrics.jsonl missing or empty).</p>")
+        sections.append(note("no metrics recorded (metrics.jsonl missing or empty)."))
     if skipped:
-        parts.append(f"<p class='note'>{skipped} unreadable line(s) in metrics.jsonl were skipped.</p>")
+        sections.append(note(f"{skipped} unreadable line(s) in metrics.jsonl were skipped."))
 
     if evaluation:
-        parts += ["<h2>Per-class results</h2>", _per_class_section(evaluation),
-                  "<h2>Confusion matrix</h2>", _confusion_section(evaluation)]
+        sections += [heading("Per-class results"), _per_class_section(evaluation),
+                     heading("Confusion matrix"), _confusion_section(evaluation)]
 
     figures = _figures(run_dir)
     if figures:
-        parts.append("<h2>Figures</h2>")
-        parts += [_figure_html(p, run_dir) for p in figures]
+        sections.append(heading("Figures"))
+        sections += [figure(p, p.relative_to(run_dir).as_posix()) for p in figures]
 
-    parts += ["<h2>Configuration</h2>", _config_section(config), "</body></html>\n"]
-
+    sections += [heading("Configuration"), _config_section(config)]
     out = Path(out_path) if out_path is not None else run_dir / "report.html"
-    atomic_write_text(out, "\n".join(parts))
-    return out
+    return write_page(out, f"mnistlab run: {run_dir.resolve().name}", sections)

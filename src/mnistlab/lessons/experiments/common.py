@@ -6,9 +6,7 @@ prints. `write_outputs` turns a Result into results.json and one self-contained 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
 import io
 import json
 import math
@@ -21,6 +19,7 @@ import torch
 from mnistlab.config import Config
 from mnistlab.data.loader import DataBundle, Split
 from mnistlab.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mnistlab.reporting import html as page
 from mnistlab.training.trainer import History, resolve_device
 
 # The lectures' optimiser: plain SGD, lr 0.01, momentum 0.5, batch 64, constant lr, no weight decay,
@@ -252,61 +251,31 @@ def format_table(rows: Sequence[dict]) -> list[str]:
 # ----------------------------------------------------------------------------- outputs
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; }
-td.text, th.text { text-align: left; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-family: monospace; color: #555; } .note { color: #555; } .rough { color: #b00; }
-pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def table_html(rows: Sequence[dict]) -> str:
     """An escaped HTML table of row dicts, cells formatted as in the terminal."""
     if not rows:
-        return "<p class='note'>(no rows)</p>"
+        return page.note("(no rows)")
     keys = columns(rows)
-    text = {k: not all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows) for k in keys}
-    head = "".join(f"<th class='{'text' if text[k] else 'num'}'>{_e(k)}</th>" for k in keys)
-    body = "".join(
-        "<tr>" + "".join(f"<td class='{'text' if text[k] else 'num'}'>{_e(format_value(k, r.get(k)))}</td>" for k in keys) + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    cls = {k: "num" if all(isinstance(r.get(k), (int, float)) or r.get(k) is None for r in rows) else "text"
+           for k in keys}
+    return page.table([[page.cell(k, cls[k], header=True) for k in keys],
+                       *([page.cell(format_value(k, r.get(k)), cls[k]) for k in keys] for r in rows)])
 
 
 def render_html(result: Result, out_dir: Path) -> str:
     """One self-contained page: notes, every table, every figure (as a data URI) and the configs."""
-    title = f"mnistlab experiment {result.name}: {result.title}"
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_e(title)}</h1>"]
-    if result.quick:
-        parts.append(f"<p class='rough'>{_e(ROUGH_NOTE)}</p>")
-    parts += [f"<p class='note'>{_e(note)}</p>" for note in result.notes]
-    parts.append(f"<p class='note'>finished in {result.seconds:.1f} s</p>")
+    sections = [page.note(ROUGH_NOTE, "rough")] if result.quick else []
+    sections += [page.note(n) for n in result.notes]
+    sections.append(page.note(f"finished in {result.seconds:.1f} s"))
     for name, rows in result.tables.items():
-        parts += [f"<h2>{_e(name)}</h2>", table_html(rows)]
+        sections += [page.heading(name), table_html(rows)]
     if result.figures:
-        parts.append("<h2>Figures</h2>")
-    for name in result.figures:
-        path = out_dir / name
-        if path.is_file():
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{_e(name)}</figcaption></figure>")
+        sections.append(page.heading("Figures"))
+    sections += [page.figure(out_dir / name, name) for name in result.figures if (out_dir / name).is_file()]
     if result.configs:
-        parts.append("<h2>Configurations</h2>")
-        for name, cfg in result.configs.items():
-            parts.append(f"<details><summary>{_e(name)}</summary><pre>{_e(json.dumps(cfg, indent=2))}</pre></details>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+        sections.append(page.heading("Configurations"))
+        sections += [page.details(name, json.dumps(cfg, indent=2)) for name, cfg in result.configs.items()]
+    return page.render_page(f"mnistlab experiment {result.name}: {result.title}", sections)
 
 
 def write_outputs(result: Result, out_dir: Path) -> None:
