@@ -128,7 +128,8 @@ def test_resuming_a_finished_run_is_refused(tmp_path, capsys):
 
 
 def test_preset_takes_its_overrides_for_the_chosen_data_set(tmp_path):
-    from mnistlab.cli import build_parser, config_from_args
+    from mnistlab.cli import build_parser
+    from mnistlab.cli.train import config_from_args
 
     def cfg(*argv):
         return config_from_args(build_parser().parse_args(["train", *argv]))

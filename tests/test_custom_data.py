@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import numpy as np
@@ -15,7 +14,7 @@ from mnistlab.data import custom
 from mnistlab.data.custom import load_csv, load_custom, load_folder, read_pixel_csv
 from mnistlab.data.images import prepare_image
 from mnistlab.data.loader import load_dataset
-from mnistlab.errors import DataError
+from mnistlab.errors import DataError, MnistlabWarning
 
 SHAPES = ("circle", "cross", "square")
 SIZES = ((40, 40), (64, 48), (90, 90), (33, 57))
@@ -153,17 +152,17 @@ def test_second_load_reads_the_cache(tmp_path, monkeypatch):
         load_folder(data)
 
 
-def test_unreadable_images_are_skipped_and_reported(tmp_path, caplog):
+def test_unreadable_images_are_skipped_and_reported(tmp_path):
     data = make_folder(tmp_path / "d", n=6)
     (data / "cross" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (data / "square" / "empty.jpg").write_bytes(b"")
     (data / "square" / "notes.txt").write_text("not an image: ignored")
-    with caplog.at_level(logging.WARNING, logger="mnistlab"):
+    with pytest.warns(MnistlabWarning, match=r"skipped 2 unreadable images \(first: "):
         raw = load_folder(data)
     assert len(raw.train_y) + len(raw.test_y) == 18
     assert len(raw.notes) == 2 and str(data / "cross" / "broken.png") in raw.notes[0]
-    assert "skipped 2 unreadable images (first: " in caplog.text
-    assert load_folder(data).notes == raw.notes  # the cache remembers what was skipped
+    with pytest.warns(MnistlabWarning, match="skipped 2"):
+        assert load_folder(data).notes == raw.notes  # the cache remembers what was skipped
 
 
 @pytest.mark.parametrize("case", ["empty class", "one class", "no classes", "unknown test class", "all unreadable"])

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from mnistlab.cli import build_parser, config_from_args, main
+from mnistlab.cli import build_parser, main
+from mnistlab.cli.train import config_from_args
 from mnistlab.config import MODEL_FIELDS, PRESET_DATASET_OVERRIDES, PRESETS, Config, optimiser_summary, preset_values
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, list_models, model_options, models_using

@@ -21,13 +21,14 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from mnistlab.config import PRESETS, Config
+from mnistlab.config import Config
 
 BURN_IN = 3
 REPEATS = 5
@@ -228,21 +229,28 @@ def _single_image_latency(model: torch.nn.Module, data: Any, cfg: Config, image:
 # ----------------------------------------------------------------------------- driver
 
 
-def _worker_main(argv: list[str]) -> int:
-    spec = json.loads(argv[0])
+def _worker_main() -> int:
+    """The subprocess of run_in_subprocess: the spec as JSON on stdin, the result as JSON to the spec's "out" file."""
+    from pathlib import Path
+
+    spec = json.loads(sys.stdin.read())
     cfg = Config.from_dict(spec["config"])
-    print(json.dumps(run_one(spec["path"], cfg, spec["target"])))
+    Path(spec["out"]).write_text(json.dumps(run_one(spec["path"], cfg, spec["target"])))
     return 0
 
 
 def run_in_subprocess(path: str, cfg: Config, target: float, timeout: float = 3600) -> dict[str, Any]:
     """Run one measured training in a fresh Python process and return its JSON result."""
-    spec = json.dumps({"path": path, "config": cfg.to_dict(), "target": target})
-    proc = subprocess.run([sys.executable, "-m", "mnistlab.bench", spec], capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"bench worker ({path}, seed {cfg.seed}) failed: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="mnistlab-bench-") as tmp:
+        result_file = os.path.join(tmp, "result.json")
+        spec = json.dumps({"path": path, "config": cfg.to_dict(), "target": target, "out": result_file})
+        proc = subprocess.run([sys.executable, "-m", "mnistlab.bench"], input=spec, capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0 or not os.path.exists(result_file):
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"bench worker ({path}, seed {cfg.seed}) failed: {tail}")
+        with open(result_file, encoding="utf-8") as f:
+            return json.load(f)
 
 
 def summarize(runs: list[dict]) -> dict[str, Any]:
@@ -320,59 +328,5 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def register(sub: Any) -> None:
-    """Add `mnistlab bench` to the CLI."""
-    import argparse
-
-    from mnistlab.cli import add_config_options
-
-    p = sub.add_parser("bench", help="time the classic loop and mnistlab side by side; JSON + Markdown table",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="speedrun", help="training preset for both paths (default: speedrun)")
-    p.add_argument("--target", type=float, default=0.99, help="target test accuracy (default: 0.99)")
-    p.add_argument("--seeds", default="0,1,2,3,4", help="seeds for mnistlab's path (default: 0,1,2,3,4)")
-    p.add_argument("--baseline-seeds", default="0", help="seeds for the classic loop; 'none' skips it (default: 0)")
-    p.add_argument("--json", metavar="FILE", default="bench.json", help="where to write the full results (default: bench.json)")
-    add_config_options(p)
-    p.set_defaults(func=_cmd_bench)
-
-
-def _seed_list(text: str) -> list[int]:
-    from mnistlab.errors import ConfigError
-
-    if text.strip().lower() == "none":
-        return []
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"seeds are comma-separated integers, got {text!r}") from None
-
-
-def _cmd_bench(args: Any) -> int:
-    from mnistlab.cli import _out, config_from_args
-    from mnistlab.errors import ConfigError
-    from mnistlab.fileio import atomic_write_json
-
-    cfg = config_from_args(args)
-    if not 0 < args.target <= 1:
-        raise ConfigError(f"--target is a fraction in (0, 1], got {args.target}")
-    seeds, baseline = _seed_list(args.seeds), _seed_list(args.baseline_seeds)
-    _out(f"bench: preset {args.preset}, model {cfg.model}, {cfg.dataset}, target {args.target:.2%}, "
-         f"mnistlab seeds {seeds}, classic seeds {baseline}")
-
-    def show(r: dict) -> None:
-        ttt = "not reached" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.2f} s"
-        _out(f"  {r['path']:<8} seed {r['seed']}: acc {100 * r['final_acc']:.2f}%, time to target {ttt}, "
-             f"train {r['train_seconds']:.2f} s, {r['train_images_per_s']:,.0f} img/s, RSS {r['peak_rss_mb']:.0f} MB")
-
-    report = benchmark(cfg, args.target, seeds, baseline, on_result=show)
-    report["command"] = "mnistlab " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mnistlab") else None
-    atomic_write_json(args.json, report)
-    env = report["environment"]
-    _out("", f"{env['date']}, {env['machine']}, {env['cpus']} CPUs, torch {env['torch']} ({env['threads']} threads)",
-         format_table(report), f"wrote {args.json}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1:]))
+    sys.exit(_worker_main())

@@ -11,12 +11,9 @@ import time
 import typing
 from pathlib import Path
 
+from mnistlab.cli._common import out as _out
 from mnistlab.errors import ConfigError
 from mnistlab.lessons.lm.train import LMConfig
-
-
-def _out(*lines: str) -> None:
-    print(*lines, sep="\n", flush=True)
 
 
 def _add_lm_options(parser: argparse.ArgumentParser) -> None:

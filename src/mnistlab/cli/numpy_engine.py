@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from mnistlab.cli._common import out as _out
 from mnistlab.config import Config
-
-
-def _out(*lines: str) -> None:
-    print(*lines, sep="\n", flush=True)
 
 
 def _pct(x: float | None) -> str:

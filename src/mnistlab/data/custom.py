@@ -14,7 +14,7 @@ them unchanged.
   fitted and centred). Round trips of exported data sets are therefore exact, pixel for pixel.
 - Colour: `channels` 1 or 3; None (auto) means 3 if any image is in colour (at least 1 in 1000 of
   its pixels has R, G, B more than 16 levels apart), else 1.
-- Unreadable images are skipped, logged (logger "mnistlab") and listed in `RawData.notes`; a class
+- Unreadable images are skipped, reported (a MnistlabWarning) and listed in `RawData.notes`; a class
   left with no images is an error.
 - Decoded arrays are cached in the user cache (`cache_dir()/custom`), keyed by the file list, sizes,
   modification times, `image_size` and `channels`: a second run reads them back in milliseconds.
@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ from mnistlab.data.cache import entry_folder, read_arrays, write_arrays
 from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
 from mnistlab.data.raw import RawData
 from mnistlab.data.splits import MAX_TEST_SIZE, holdout_size, stratified_split
-from mnistlab.errors import ConfigError, DataError, ImageError
+from mnistlab.errors import ConfigError, DataError, ImageError, MnistlabWarning
 
 log = logging.getLogger("mnistlab")
 
@@ -262,7 +263,8 @@ def load_folder(path: str | os.PathLike, *, image_size: int = 28, channels: int 
 
     notes = [f"{items[i][3]}: {reason}" for i, reason in skipped]
     if notes:
-        log.warning("skipped %d unreadable image%s (first: %s)", len(notes), "s" if len(notes) > 1 else "", notes[0])
+        warnings.warn(f"skipped {len(notes)} unreadable image{'s' if len(notes) > 1 else ''} (first: {notes[0]})",
+                      MnistlabWarning, stacklevel=2)
     labels = np.array([t[1] for t in items], dtype=np.int64)[kept]
     parts = np.array([t[2] for t in items], dtype=np.int64)[kept]
     for c, name in enumerate(classes):

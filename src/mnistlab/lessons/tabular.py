@@ -2,13 +2,12 @@
 
 Features are standardised with the training rows' mean and std, the model is fitted by full-batch
 gradient descent in that space, and the weights are then mapped back to the original units, so that
-`price = 3.1 * area + 45` reads in square metres and thousands. `mnistlab tabular` is the command;
-its printing lives at the bottom of this module, in the CLI section.
+`price = 3.1 * area + 45` reads in square metres and thousands. `mnistlab tabular` (mnistlab.cli.tabular)
+is the command and does the printing.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -315,60 +314,3 @@ def plot_tabular(result: dict, path: str | os.PathLike) -> Path | None:
     fig.savefig(buf, format=out.suffix[1:].lower() or "png", dpi=110)  # the format the name asks for, as before
     atomic_write_bytes(out, buf.getvalue())  # never a half-written plot (atomic_write_bytes makes the folder)
     return out
-
-
-# ----------------------------------------------------------------------------- CLI (`mnistlab tabular`)
-
-
-def _cmd_tabular(args: argparse.Namespace) -> int:
-    if args.example:
-        name, target, task = EXAMPLES[args.example]
-        csv_path, target, task = EXAMPLES_DIR / name, args.target or target, args.task or task
-    elif args.csv and args.target and args.task:
-        csv_path, target, task = Path(args.csv), args.target, args.task
-    else:
-        raise ConfigError("give --csv FILE --target COLUMN --task regression|classification, or --example price|quality")
-    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
-    result = run_tabular(csv_path, target, task, args.test_size, args.seed, args.epochs, args.lr, features)
-    table, fit = result["table"], result["fit"]
-    out = [f"{table.path}: {len(table.y)} rows ({len(result['train_idx'])} train, {len(result['test_idx'])} test); "
-           f"features {', '.join(table.features)}; target {target} ({task})"]
-    if fit.classes:
-        out.append(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(fit.classes))}")
-    out.append("fitted model (original units):")
-    out += [f"  {eq}" for eq in fit.equations()]
-    for split in ("train", "test"):
-        m = result[split]
-        if not m:
-            continue
-        if task == "regression":
-            out.append(f"{split:<5}  MSE {m['mse']:.4g}  R^2 {m['r2']:.4f}  (predicting the training mean: MSE {m['baseline_mse']:.4g})")
-        else:
-            out.append(f"{split:<5}  accuracy {100 * m['accuracy']:.2f}%  (most common class: {100 * m['baseline_accuracy']:.2f}%)")
-    if args.plot:
-        where = plot_tabular(result, args.plot)
-        out.append(f"wrote {where}" if where else "no plot: it needs one feature, or two for a decision boundary")
-    print(*out, sep="\n", flush=True)
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `mnistlab tabular` to the CLI."""
-    p = subparsers.add_parser(
-        "tabular", help="linear / logistic / softmax regression on a CSV table (lecture 004's houses)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Fit a linear model to numeric CSV columns: standardised, split, weights printed in original units.",
-    )
-    p.add_argument("--csv", metavar="FILE", help="CSV file with a header row ('#' lines are comments)")
-    p.add_argument("--example", choices=sorted(EXAMPLES), help="a shipped example table instead of --csv")
-    p.add_argument("--target", metavar="COLUMN", help="the column to predict")
-    p.add_argument("--task", choices=TASKS, help="regression (squared error) or classification (logistic/softmax)")
-    p.add_argument("--features", metavar="A,B", help="feature columns (default: every column but the target)")
-    p.add_argument("--test-size", type=float, default=0.25, help="fraction of rows held out (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="full-batch gradient-descent steps")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate on standardised features (default: {DEFAULT_LR['regression']} regression, "
-                        f"{DEFAULT_LR['classification']} classification)")
-    p.add_argument("--plot", metavar="PATH", help="write the fit line / decision boundary figure here (PNG)")
-    p.set_defaults(func=_cmd_tabular)

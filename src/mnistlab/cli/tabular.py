@@ -1,0 +1,65 @@
+"""`mnistlab tabular`: fit a linear model to a CSV table and print the equations and scores."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mnistlab.cli._common import out
+from mnistlab.errors import ConfigError
+from mnistlab.lessons.tabular import DEFAULT_EPOCHS, DEFAULT_LR, EXAMPLES, EXAMPLES_DIR, TASKS, plot_tabular, run_tabular
+
+
+def cmd_tabular(args: argparse.Namespace) -> int:
+    """Fit the table, then print the equations, the scores beside their baselines, and the plot written."""
+    if args.example:
+        name, target, task = EXAMPLES[args.example]
+        csv_path, target, task = EXAMPLES_DIR / name, args.target or target, args.task or task
+    elif args.csv and args.target and args.task:
+        csv_path, target, task = Path(args.csv), args.target, args.task
+    else:
+        raise ConfigError("give --csv FILE --target COLUMN --task regression|classification, or --example price|quality")
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+    result = run_tabular(csv_path, target, task, args.test_size, args.seed, args.epochs, args.lr, features)
+    table, fit = result["table"], result["fit"]
+    lines = [f"{table.path}: {len(table.y)} rows ({len(result['train_idx'])} train, {len(result['test_idx'])} test); "
+             f"features {', '.join(table.features)}; target {target} ({task})"]
+    if fit.classes:
+        lines.append(f"classes: {', '.join(f'{i}={c}' for i, c in enumerate(fit.classes))}")
+    lines.append("fitted model (original units):")
+    lines += [f"  {eq}" for eq in fit.equations()]
+    for split in ("train", "test"):
+        m = result[split]
+        if not m:
+            continue
+        if task == "regression":
+            lines.append(f"{split:<5}  MSE {m['mse']:.4g}  R^2 {m['r2']:.4f}  (predicting the training mean: MSE {m['baseline_mse']:.4g})")
+        else:
+            lines.append(f"{split:<5}  accuracy {100 * m['accuracy']:.2f}%  (most common class: {100 * m['baseline_accuracy']:.2f}%)")
+    if args.plot:
+        where = plot_tabular(result, args.plot)
+        lines.append(f"wrote {where}" if where else "no plot: it needs one feature, or two for a decision boundary")
+    out(*lines)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `mnistlab tabular` to the CLI."""
+    p = subparsers.add_parser(
+        "tabular", help="linear / logistic / softmax regression on a CSV table (lecture 004's houses)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Fit a linear model to numeric CSV columns: standardised, split, weights printed in original units.",
+    )
+    p.add_argument("--csv", metavar="FILE", help="CSV file with a header row ('#' lines are comments)")
+    p.add_argument("--example", choices=sorted(EXAMPLES), help="a shipped example table instead of --csv")
+    p.add_argument("--target", metavar="COLUMN", help="the column to predict")
+    p.add_argument("--task", choices=TASKS, help="regression (squared error) or classification (logistic/softmax)")
+    p.add_argument("--features", metavar="A,B", help="feature columns (default: every column but the target)")
+    p.add_argument("--test-size", type=float, default=0.25, help="fraction of rows held out (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="full-batch gradient-descent steps")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate on standardised features (default: {DEFAULT_LR['regression']} regression, "
+                        f"{DEFAULT_LR['classification']} classification)")
+    p.add_argument("--plot", metavar="PATH", help="write the fit line / decision boundary figure here (PNG)")
+    p.set_defaults(func=cmd_tabular)
