@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mnistlab.config import Config
-from mnistlab.session import TrainSession
-from mnistlab.train import Hooks, Trainer
+from mnistlab.runs.session import TrainSession
+from mnistlab.training.trainer import Hooks, Trainer
 
 
 @pytest.mark.parametrize("model", ["softmax", "mlp", "lenet", "cnn", "rnn", "lstm", "gru"])
@@ -28,7 +28,7 @@ def test_given_values_win_over_fastcnn_defaults():
 
 def _first_losses(cfg: Config, bundle, steps: int = 3) -> list[float]:
     torch.manual_seed(0)
-    from mnistlab.session import build_model
+    from mnistlab.runs.session import build_model
 
     losses: list[float] = []
     Trainer(build_model(cfg, bundle), bundle, cfg).fit(Hooks(on_step=lambda r: losses.append(r["loss"].item())))

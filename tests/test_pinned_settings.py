@@ -38,8 +38,8 @@ def settings(cfg: Any) -> dict[str, Any]:
 
 def lesson_settings(name: str, quick: bool, out_dir: Path) -> list[dict[str, Any]]:
     """The settings of each training that lesson `name` starts, in order; every training is cut to 2 steps."""
-    from mnistlab.experiments import Options, run_experiment
-    from mnistlab.session import TrainSession
+    from mnistlab.lessons.experiments import Options, run_experiment
+    from mnistlab.runs.session import TrainSession
 
     recorded: list[dict[str, Any]] = []
     original = TrainSession.__dict__["start"]
