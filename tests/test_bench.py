@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from mnistlab.bench import ClassicDataset, classic_train, format_table
@@ -45,6 +46,7 @@ def test_fractional_epochs_take_the_same_steps_and_losses(synthetic_bundle):
     np.testing.assert_allclose(fast_losses, classic_losses, rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_bench_command_runs_both_paths_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "--dataset", "synthetic", "--seeds", "0", "--baseline-seeds", "0", "--epochs", "1", "--batch-size", "64",

@@ -75,6 +75,7 @@ def test_softmax_numbers_match_the_lecture_and_stay_finite(tmp_path):
     check_files(result, tmp_path)
 
 
+@pytest.mark.slow
 def test_depth_nine_layer_sgd_predicts_one_class_while_fixes_learn(tmp_path):
     result = run_quick("depth", tmp_path)
     rows = rows_by(result, "accuracy by depth and fix", "variant")
@@ -89,6 +90,7 @@ def test_depth_nine_layer_sgd_predicts_one_class_while_fixes_learn(tmp_path):
     check_files(result, tmp_path)
 
 
+@pytest.mark.slow
 def test_activations_derivatives_and_training(tmp_path):
     result = run_quick("activations", tmp_path)
     rows = rows_by(result, "activations", "activation")
@@ -136,6 +138,7 @@ def test_templates_look_like_their_digits(tmp_path):
     check_files(result, tmp_path)
 
 
+@pytest.mark.slow
 def test_rnn_cells(tmp_path):
     result = run_quick("rnn", tmp_path)
     rows = rows_by(result, "recurrent nets", "model")

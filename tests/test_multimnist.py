@@ -164,6 +164,7 @@ def test_cli_train_and_evaluate_multilabel(tmp_path, capsys):
     assert "sigmoid >= 0.3" in out and "subset accuracy" in out and "Hamming loss" in out and "macro avg" in out
 
 
+@pytest.mark.slow
 def test_bce_learns_sets_and_beats_softmax(tmp_path):
     """The lesson, on 1,500 images: independent sigmoids name the set; softmax at 0.5 names one label at most."""
     from mnistlab.lessons.experiments import run_experiment

@@ -38,6 +38,7 @@ def mnist_run(tmp_path_factory):
     return out / "mnist", history
 
 
+@pytest.mark.slow
 def test_default_model_reaches_98_5_percent(mnist_run):
     run, history = mnist_run
     assert history.test.acc >= 0.985, f"test accuracy {history.test.acc:.2%}"
@@ -95,6 +96,7 @@ def test_predict_scanned_mnist_digits(mnist_run, mnist_raw):
     assert np.mean(np.array(labels) == mnist_raw.test_y[:50]) >= 0.94
 
 
+@pytest.mark.slow
 def test_deep_sgd_mlp_fails_and_kaiming_batch_norm_fixes_it(mnist_raw):
     """The lecture's 9-layer MLP with SGD lr 0.01 predicts one class; Kaiming + batch norm learns."""
     hidden = (650, 530, 420, 350, 290, 200, 150, 80)
