@@ -23,7 +23,6 @@ from mnistlab.lessons.scratch.softmax import SoftmaxRegression, cross_entropy, s
 MODELS = ("softmax", "mlp")
 DEFAULT_LR = {"softmax": 0.05, "mlp": 0.05}  # with momentum 0.9 and standardised pixels
 DEFAULT_HIDDEN = (128,)
-FORMAT = "mnistlab-numpy"
 WEIGHTS = "weights.safetensors"
 
 Model = SoftmaxRegression | MLP
