@@ -107,7 +107,7 @@ def test_grad_clip_is_the_loops():
     tr = _trainer(LineTask(), total_steps=1, clip=1e-3)
     w0 = tr.model.weight.detach().clone()
     tr.fit()
-    assert (tr.model.weight.detach() - w0).abs().max() <= 0.1 * 1e-3 / 25 + 1e-9  # lr x clip norm, in warmup
+    assert (tr.model.weight.detach() - w0).abs().max() <= 0.1 * 1e-3 + 1e-9  # at most lr x the clipped norm
 
 
 def test_the_image_classifier_is_the_default_task(synthetic_bundle):
