@@ -119,3 +119,23 @@ def test_cli_writes_a_run_that_reloads(tmp_path, capsys):
 def test_cli_refuses_other_models_in_one_line(capsys):
     assert main(["train", "--engine", "numpy", "--model", "lenet", "--no-save-run"]) == 2
     assert "softmax or mlp" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_before_its_first_record_leaves_no_folder(tmp_path, monkeypatch):
+    """The NumPy engine's run folder is the torch runs' RunDir: a failed start is removed, and the name reusable."""
+    from mnistlab.errors import TrainingDiverged
+
+    real = SoftmaxRegression.loss_and_grads
+
+    def nan_loss(self, x, y):
+        loss, logits, grads = real(self, x, y)
+        return float("nan"), logits, grads
+
+    monkeypatch.setattr(SoftmaxRegression, "loss_and_grads", nan_loss)
+    cfg = Config(engine="numpy", model="softmax", train_size=1000, val_size=100, epochs=1, out_dir=str(tmp_path), name="np")
+    with pytest.raises(TrainingDiverged):
+        train_numpy(cfg)
+    assert not (tmp_path / "np").exists()
+    monkeypatch.setattr(SoftmaxRegression, "loss_and_grads", real)
+    cfg = Config(engine="numpy", model="softmax", train_size=1000, val_size=100, steps=3, out_dir=str(tmp_path), name="np")
+    assert train_numpy(cfg)["run_dir"] == tmp_path / "np" and (tmp_path / "np" / "weights.safetensors").exists()

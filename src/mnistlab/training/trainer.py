@@ -1,7 +1,14 @@
-"""The training loop: `lr_at` (a pure schedule), `train_steps`, `evaluate` and `fit`.
+"""The one training loop: `Trainer`, the `Task` it trains on, `evaluate` and `fit`.
 
-`fit` reads the Config; lower-level functions take plain arguments. Progress, checkpoints and
-interrupts reach the outside world only through the small `Hooks` object that the caller passes.
+The Trainer owns what every torch run shares: the learning rate per step, zero_grad / backward /
+clip / step, stopping on a NaN loss (TrainingDiverged), Ctrl-C (`should_stop`), the hooks, the
+checkpoint hook and the timing. A `Task` supplies the rest: the batches of an epoch, the loss of a
+batch, and what to evaluate. `ImageTask` (image classification, the default) is one; the character
+LM's task (lessons/lm/train.py) is another. Progress, checkpoints and interrupts reach the outside
+world only through the small `Hooks` object that the caller passes.
+
+`lr_at` lives in training/schedule.py and `build_optimizer` in training/optim.py; both stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -21,49 +28,8 @@ from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permuta
 from mnistlab.device import autocast, resolve_device, same_device, synchronize, use_channels_last, uses_convolutions
 from mnistlab.errors import ConfigError, TrainingDiverged
 from mnistlab.training.losses import compute_loss, predict_classes, predict_labels
-from mnistlab.training.optim import SGD
-
-
-def lr_at(step: int, total_steps: int, peak_lr: float, schedule: str, warmup: float = 0.0,
-          steps_per_epoch: int = 1, step_every: float = 1.0, gamma: float = 0.1) -> float:
-    """Learning rate for optimiser step `step` (0-based) of `total_steps`: a pure function.
-
-    Warmup is linear from peak/25 over the first `warmup` fraction of the steps; then constant,
-    step (x gamma every `step_every` epochs), cosine to 0, or one-cycle (linear down to 0).
-    """
-    warm_steps = int(warmup * total_steps)
-    if step < warm_steps:
-        start = peak_lr / 25
-        return start + (peak_lr - start) * step / warm_steps
-    if schedule == "constant":
-        return peak_lr
-    if schedule == "step":
-        return peak_lr * gamma ** math.floor(step / max(1, round(step_every * steps_per_epoch)))
-    progress = (step - warm_steps) / max(1, total_steps - warm_steps)
-    if schedule == "cosine":
-        return peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "onecycle":
-        return peak_lr * (1 - progress)
-    raise ValueError(f"unknown schedule {schedule!r}")
-
-
-def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer | SGD:
-    """The optimiser named by the config, at the schedule's first learning rate.
-
-    SGD is mnistlab's own (torch's arithmetic, bit for bit, without torch.optim's 2 s start-up).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr, wd = cfg.peak_lr, cfg.weight_decay
-    if cfg.optimizer == "sgd":
-        nesterov = cfg.nesterov and cfg.momentum > 0  # Nesterov needs a momentum
-        return SGD(params, lr=lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=wd)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(cfg.betas), weight_decay=wd)
-    if cfg.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, weight_decay=wd)
-    raise ConfigError(f"unknown optimizer {cfg.optimizer!r}")
+from mnistlab.training.optim import SGD, build_optimizer
+from mnistlab.training.schedule import lr_at
 
 
 def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -147,6 +113,7 @@ class TrainState:
         return dict(self.__dict__)
 
 
+
 @dataclass
 class Hooks:
     """Optional callbacks through which `fit` talks to the CLI, a notebook or a test."""
@@ -157,6 +124,7 @@ class Hooks:
     on_epoch_start: Callable[[int, int], None] | None = None  # (epoch, batches in it)
     save_checkpoint: Callable[[str, "TrainState"], None] | None = None  # ("last" | "best", state)
     should_stop: Callable[[], bool] | None = None  # polled after every step (Ctrl-C, SIGTERM)
+    on_eval: Callable[[dict], None] | None = None  # a task evaluated every `eval_every` steps: its record
 
 
 class TrainingInterrupted(Exception):
@@ -169,14 +137,148 @@ class TrainingInterrupted(Exception):
 
 @dataclass
 class History:
-    """What `fit` returns: per-epoch records, the final test result and the timings."""
+    """What `fit` returns: the records (one per epoch, or per evaluation), the final result and the timings."""
 
     epochs: list[dict] = field(default_factory=list)
-    test: EvalResult | None = None
+    test: Any = None  # an EvalResult for the image task; what the task's `test` returns otherwise
     train_seconds: float = 0.0
     test_seconds: float = 0.0
     stopped_early: bool = False
     state: TrainState | None = None
+
+
+@dataclass
+class Window:
+    """Training loss and accuracy summed since the last record (on the device: no sync per step)."""
+
+    loss: torch.Tensor  # sum over items of the loss, float64
+    correct: torch.Tensor  # items predicted right (when the task counts them)
+    items: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> "Window":
+        return cls(torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.long))
+
+    def mean_loss(self) -> float:
+        return self.loss.item() / max(1, self.items)
+
+    def accuracy(self) -> float:
+        return self.correct.item() / max(1, self.items)
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.correct.zero_()
+        self.items = 0
+
+
+class Task:
+    """What the Trainer trains on: the batches of an epoch, the loss of one, and what to evaluate.
+
+    Subclasses set `steps_per_epoch` and `device` and implement `batches` and `loss`; the rest have
+    defaults. `eval_every` None evaluates at the end of every epoch (one "epoch" record each);
+    a number evaluates every that many steps and at the last step (one record each, via Hooks.on_eval).
+    """
+
+    steps_per_epoch: int = 1
+    device: torch.device = torch.device("cpu")
+    eval_every: int | None = None
+
+    def batches(self, epoch: int, start: int) -> Iterable[Any]:
+        """The batches of `epoch` from batch `start` on (0 when an epoch begins; more when resuming)."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """(mean loss of the batch, items in it, items predicted right or None) in training mode."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict | None:
+        """Validation metrics at an evaluation point (None: nothing to validate on)."""
+        return None
+
+    def score(self, val: dict) -> float | None:
+        """The number a better model has more of (a "best" checkpoint and the target follow it); None: none."""
+        return None
+
+    def record(self, state: TrainState, window: Window, val: dict | None, seconds: float) -> dict:
+        """The record of an evaluation point: `window` holds the training loss since the previous one,
+        `seconds` the training time since then (evaluation excluded)."""
+        return {"kind": "eval", "step": state.step, "epoch": state.step / self.steps_per_epoch,
+                "train_loss": window.mean_loss(), **(val or {}), "time_s": state.train_seconds}
+
+    def test(self, model: nn.Module) -> tuple[Any, float]:
+        """(the final result, seconds it took) once training is over."""
+        return None, 0.0
+
+    def diverged(self, loss: float, step: int, lr: float) -> str:
+        """The TrainingDiverged message for a non-finite loss at optimiser step `step` (1-based)."""
+        return f"the loss became {loss} at step {step} (lr {lr:.3g}): training stopped; try a lower learning rate"
+
+
+class ImageTask(Task):
+    """Image classification (the default task): shuffled, augmented batches of a DataBundle, evaluated
+    on its validation split at the end of every epoch and on its test split at the end."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+        self.device = trainer.device
+
+    @property
+    def steps_per_epoch(self) -> int:  # type: ignore[override]
+        return self.trainer.steps_per_epoch
+
+    def batches(self, epoch: int, start: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        tr, cfg = self.trainer, self.trainer.cfg
+        perm = epoch_permutation(len(tr.data.train), cfg.seed, epoch, self.device)  # now, not on the first batch
+
+        def generate() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+            for x, y in iterate_batches(tr.data.train, cfg.batch_size, perm, start=start):
+                if cfg.augment:
+                    x = augment_batch(x, tr.aug_generator, cfg.aug_shift, cfg.aug_rotate, cfg.aug_scale, cfg.aug_flip)
+                if tr.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y
+
+        return generate()
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int, torch.Tensor]:
+        tr, cfg = self.trainer, self.trainer.cfg
+        x, y = batch
+        with autocast(self.device, tr.autocast_dtype):
+            logits = model(x).float()
+        loss = compute_loss(logits, y, cfg.loss, cfg.effective_label_smoothing)
+        with torch.no_grad():
+            if y.dim() == 1:
+                correct = (predict_classes(logits) == y).sum()
+            else:  # multi-hot: subset accuracy, the whole set right
+                correct = (predict_labels(logits, cfg.loss, cfg.threshold) == y.bool()).all(1).sum()
+        return loss, y.shape[0], correct
+
+    def evaluate(self, model: nn.Module) -> dict | None:
+        val_split = self.trainer.data.val
+        if val_split is None or not len(val_split):
+            return None
+        val = self.trainer.evaluate(val_split)
+        return {"val_loss": val.loss, "val_acc": val.acc, "val_time_s": val.seconds}
+
+    def score(self, val: dict) -> float | None:
+        return val["val_acc"]
+
+    def record(self, state: TrainState, window: Window, val: dict | None, seconds: float) -> dict:
+        record = {
+            "kind": "epoch", "epoch": state.epoch + 1, "step": state.step,
+            "train_loss": window.mean_loss(), "train_acc": window.accuracy(),
+            "val_loss": None, "val_acc": None, "time_s": seconds,
+        }
+        record.update(val or {})
+        return record
+
+    def test(self, model: nn.Module) -> tuple[EvalResult, float]:
+        test = self.trainer.evaluate(self.trainer.data.test, tta=self.trainer.cfg.tta)
+        return test, test.seconds
+
+    def diverged(self, loss: float, step: int, lr: float) -> str:
+        return (f"the loss became {loss} at step {step} (lr {lr:.3g}): training stopped; "
+                f"try a lower learning rate, e.g. --lr {self.trainer.cfg.peak_lr / 10:g}")
 
 
 def check_device(cfg: Config, data: DataBundle) -> torch.device:
@@ -191,30 +293,54 @@ def check_device(cfg: Config, data: DataBundle) -> torch.device:
 
 
 class Trainer:
-    """Holds the model, optimiser, data and RNG state of one run; `fit()` runs it to the end.
+    """Holds the model, optimiser, task and RNG state of one run; `fit()` runs it to the end.
 
-    Training runs where the data is: the model is moved, in place, to the data's device (its parameters
-    keep their identity, so a given optimiser still holds them; state it already has is not moved), and
-    a `cfg.device` other than 'auto' that names another device is a ConfigError.
+    `Trainer(model, data, cfg)` trains an image classifier (the ImageTask) as the Config says. Training
+    runs where the data is: the model is moved, in place, to the data's device (its parameters keep
+    their identity, so a given optimiser still holds them; state it already has is not moved), and a
+    `cfg.device` other than 'auto' that names another device is a ConfigError.
+
+    `Trainer(model, task=..., optimizer=..., total_steps=..., schedule=...)` trains any other Task
+    (the character LM's) with the same loop; `schedule(step)` is the learning rate of step `step`.
     """
 
-    def __init__(self, model: nn.Module, data: DataBundle, cfg: Config, optimizer: torch.optim.Optimizer | SGD | None = None,
-                 state: TrainState | None = None, aug_generator: torch.Generator | None = None):
+    def __init__(self, model: nn.Module, data: DataBundle | None = None, cfg: Config | None = None,
+                 optimizer: torch.optim.Optimizer | SGD | None = None, state: TrainState | None = None,
+                 aug_generator: torch.Generator | None = None, *, task: Task | None = None,
+                 total_steps: int | None = None, schedule: Callable[[int], float] | None = None,
+                 grad_clip: float = 0.0, log_every: int = 0):
         self.model, self.data, self.cfg = model, data, cfg
+        self.state = state or TrainState()
+        if task is not None:
+            if optimizer is None or total_steps is None or schedule is None:
+                raise TypeError("Trainer(task=...) needs an optimizer, total_steps and a schedule")
+            self.task, self.device = task, task.device
+            model.to(self.device)
+            self.optimizer, self.total_steps, self.schedule = optimizer, total_steps, schedule
+            self.steps_per_epoch = task.steps_per_epoch
+            self.grad_clip, self.log_every, self.target = grad_clip, log_every, None
+            self.forward = model
+            return
+        if data is None or cfg is None:
+            raise TypeError("Trainer needs data and a cfg (or a task)")
         self.device = check_device(cfg, data)
         model.to(self.device)  # a no-op when the model is already there
         self.channels_last = use_channels_last(model, self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = optimizer or build_optimizer(model, cfg)
-        self.state = state or TrainState()
         self.aug_generator = aug_generator or torch.Generator().manual_seed(cfg.seed + 1)
         self.steps_per_epoch = num_batches(len(data.train), cfg.batch_size)
         self.total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.autocast_dtype = torch.bfloat16 if (cfg.bf16 and self.device.type == "cuda") else None
         self.forward = torch.compile(model) if cfg.compile else model
+        self.schedule = None
+        self.grad_clip, self.log_every, self.target = cfg.grad_clip, cfg.log_every, cfg.target_acc
+        self.task = ImageTask(self)
 
     def lr(self, step: int) -> float:
+        if self.schedule is not None:
+            return self.schedule(step)
         cfg = self.cfg
         return lr_at(step, self.total_steps, cfg.peak_lr, cfg.schedule, cfg.warmup, self.steps_per_epoch, cfg.step_every, cfg.gamma)
 
@@ -223,108 +349,102 @@ class Trainer:
                         self.cfg.threshold, tta_mirror=self.cfg.aug_flip)
 
     def fit(self, hooks: Hooks | None = None) -> History:
-        """Train until `total_steps` (or the target accuracy), evaluating on validation each epoch."""
+        """Train until `total_steps` (or the target), evaluating as the task says, then run its test."""
         hooks = hooks or Hooks()
-        cfg, st, model, opt = self.cfg, self.state, self.model, self.optimizer
+        st, model, opt, task = self.state, self.model, self.optimizer, self.task
+        eval_every = task.eval_every
         history = History(state=st)
         model.train()
         log_loss = torch.zeros((), device=self.device)
         log_correct = torch.zeros((), device=self.device, dtype=torch.long)
-        log_items = 0
-        epoch_loss = torch.zeros((), device=self.device, dtype=torch.float64)
-        epoch_correct = torch.zeros((), device=self.device, dtype=torch.long)
-        epoch_items = 0
+        log_items, counts_correct = 0, False
+        window = Window.zeros(self.device)  # since the last record: the epoch, or the last evaluation
+
+        def evaluation_point(seconds: float) -> dict:
+            """Validate, record, keep the best; `seconds` of training since the previous point."""
+            val = task.evaluate(self.forward)
+            record = task.record(st, window, val, seconds)
+            score = task.score(val) if val is not None else None
+            if score is not None:
+                if score > st.best_val_acc:
+                    st.best_val_acc = score
+                    if hooks.save_checkpoint:
+                        hooks.save_checkpoint("best", st)
+                if self.target is not None and score >= self.target:
+                    st.finished = True
+                    history.stopped_early = st.step < self.total_steps
+            history.epochs.append(record)
+            window.reset()
+            return record
+
         while st.step < self.total_steps and not st.finished:
-            perm = epoch_permutation(len(self.data.train), cfg.seed, st.epoch, self.device)
+            batches = task.batches(st.epoch, st.batch)
             if hooks.on_epoch_start:
                 hooks.on_epoch_start(st.epoch, self.steps_per_epoch)
-            epoch_start = time.perf_counter()
-            for x, y in iterate_batches(self.data.train, cfg.batch_size, perm, start=st.batch):
-                if cfg.augment:
-                    x = augment_batch(x, self.aug_generator, cfg.aug_shift, cfg.aug_rotate, cfg.aug_scale, cfg.aug_flip)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+            epoch_start = clock = time.perf_counter()
+            for batch in batches:
                 lr = self.lr(st.step)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                with autocast(self.device, self.autocast_dtype):
-                    logits = self.forward(x).float()
-                loss = compute_loss(logits, y, cfg.loss, cfg.effective_label_smoothing)
+                loss, n, correct = task.loss(self.forward, batch)
                 # One sync per step: a NaN/inf loss must stop the run before it poisons the weights.
                 if not torch.isfinite(loss).item():
-                    raise TrainingDiverged(
-                        f"the loss became {loss.item()} at step {st.step + 1} (lr {lr:.3g}): training stopped; "
-                        f"try a lower learning rate, e.g. --lr {cfg.peak_lr / 10:g}"
-                    )
+                    raise TrainingDiverged(task.diverged(loss.item(), st.step + 1, lr))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if self.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
                 opt.step()
                 st.step += 1
                 st.batch += 1
-                n = y.shape[0]
                 with torch.no_grad():
-                    if y.dim() == 1:
-                        correct = (predict_classes(logits) == y).sum()
-                    else:  # multi-hot: subset accuracy, the whole set right
-                        correct = (predict_labels(logits, cfg.loss, cfg.threshold) == y.bool()).all(1).sum()
                     log_loss += loss.detach() * n
-                    log_correct += correct
-                    epoch_loss += loss.detach().double() * n
-                    epoch_correct += correct
+                    window.loss += loss.detach().double() * n
+                    if correct is not None:
+                        counts_correct = True
+                        log_correct += correct
+                        window.correct += correct
                 log_items += n
-                epoch_items += n
+                window.items += n
                 if hooks.on_step:
                     hooks.on_step({"step": st.step, "epoch": st.epoch, "batch": st.batch, "loss": loss, "items": n})
-                if st.step % cfg.log_every == 0 and hooks.on_log:
-                    hooks.on_log({
-                        "kind": "step", "step": st.step, "epoch": st.epoch + st.batch / self.steps_per_epoch,
-                        "loss": log_loss.item() / log_items, "acc": log_correct.item() / log_items, "lr": lr,
-                    })  # .item(): a sync point, once per log_every steps
+                if self.log_every and st.step % self.log_every == 0 and hooks.on_log:
+                    record = {"kind": "step", "step": st.step, "epoch": st.epoch + st.batch / self.steps_per_epoch,
+                              "loss": log_loss.item() / log_items}  # .item(): a sync point, once per log_every steps
+                    if counts_correct:
+                        record["acc"] = log_correct.item() / log_items
+                    hooks.on_log({**record, "lr": lr})
                     log_loss.zero_()
                     log_correct.zero_()
                     log_items = 0
-                if st.step >= self.total_steps:
+                if eval_every and (st.step % eval_every == 0 or st.step == self.total_steps):
+                    now = time.perf_counter()
+                    st.train_seconds += now - clock  # evaluation time is not training time
+                    record = evaluation_point(now - clock)
+                    if hooks.on_eval:
+                        hooks.on_eval(record)
+                    clock = time.perf_counter()
+                if st.step >= self.total_steps or st.finished:
                     break
                 if hooks.should_stop and hooks.should_stop():
-                    st.train_seconds += time.perf_counter() - epoch_start
+                    st.train_seconds += time.perf_counter() - clock
                     if hooks.save_checkpoint:
                         hooks.save_checkpoint("last", st)
                     raise TrainingInterrupted(st)
             synchronize(self.device)  # once per epoch: the epoch's time includes its queued GPU work
-            epoch_seconds = time.perf_counter() - epoch_start
-            st.train_seconds += epoch_seconds
-            record = {
-                "kind": "epoch", "epoch": st.epoch + 1, "step": st.step,
-                "train_loss": epoch_loss.item() / max(1, epoch_items), "train_acc": epoch_correct.item() / max(1, epoch_items),
-                "val_loss": None, "val_acc": None, "time_s": epoch_seconds,
-            }
-            if self.data.val is not None and len(self.data.val):
-                val = self.evaluate(self.data.val)
-                record.update(val_loss=val.loss, val_acc=val.acc, val_time_s=val.seconds)
-                if val.acc > st.best_val_acc:
-                    st.best_val_acc = val.acc
-                    if hooks.save_checkpoint:
-                        hooks.save_checkpoint("best", st)
-                if cfg.target_acc is not None and val.acc >= cfg.target_acc:
-                    st.finished = True
-                    history.stopped_early = st.step < self.total_steps
-            history.epochs.append(record)
-            epoch_loss.zero_()
-            epoch_correct.zero_()
-            epoch_items = 0
+            now = time.perf_counter()
+            st.train_seconds += now - clock
+            record = None if eval_every else evaluation_point(now - epoch_start)
             if st.batch >= self.steps_per_epoch:
                 st.epoch += 1
                 st.batch = 0
             st.finished = st.finished or st.step >= self.total_steps
             if hooks.save_checkpoint:
                 hooks.save_checkpoint("last", st)
-            if hooks.on_epoch_end:
+            if record is not None and hooks.on_epoch_end:
                 hooks.on_epoch_end(record)
         history.train_seconds = st.train_seconds
-        test = self.evaluate(self.data.test, tta=cfg.tta)
-        history.test, history.test_seconds = test, test.seconds
+        history.test, history.test_seconds = task.test(self.forward)
         return history
 
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mnistlab.errors import ConfigError, TrainingDiverged
+from mnistlab.errors import ConfigError
 from mnistlab.lessons.lm.data import Vocab, most_common, split_text, unigram_log_probs
 from mnistlab.lessons.lm.model import CELLS, CharLM, detach
+from mnistlab.training.schedule import lr_at
+from mnistlab.training.trainer import Hooks, Task, Trainer
 
 
 def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -119,10 +121,51 @@ def resolve_device(name: str) -> torch.device:
     return resolve(name)
 
 
-def train_lm(text: str, cfg: LMConfig, on_eval: Callable[[dict], None] | None = None) -> dict:
-    """Train on `text` (the last val_fraction held out); return the model, vocab, records and final metrics."""
-    from mnistlab.training.trainer import lr_at
+class LMTask(Task):
+    """Truncated BPTT for the one Trainer: batch i of an epoch is the i-th `seq_len` chunk of every
+    stream; the hidden state is carried from chunk to chunk (detached) and starts afresh each epoch."""
 
+    def __init__(self, data: torch.Tensor, seq_len: int, eval_every: int, val_ids: np.ndarray, unigram: np.ndarray,
+                 max_lr: float):
+        self.data, self.seq_len, self.eval_every = data, seq_len, eval_every
+        self.val_ids, self.unigram, self.max_lr = val_ids, unigram, max_lr
+        self.device = data.device
+        self.steps_per_epoch = (data.shape[1] - 1) // seq_len
+        self.hidden = None
+
+    def batches(self, epoch: int, start: int):
+        if start == 0:
+            self.hidden = None  # each epoch starts the streams afresh
+        for chunk in range(start, self.steps_per_epoch):
+            t = chunk * self.seq_len
+            yield self.data[:, t : t + self.seq_len], self.data[:, t + 1 : t + 1 + self.seq_len]  # (B, T) each
+
+    def loss(self, model: CharLM, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int, None]:
+        x, y = batch
+        logits, hidden = model(x, self.hidden)
+        self.hidden = detach(hidden)  # truncated BPTT: keep the state, drop its history
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), y.numel(), None
+
+    def evaluate(self, model: CharLM) -> dict:
+        val = evaluate_lm(model, self.val_ids, self.seq_len, self.device, self.unigram)
+        return {"val_loss": val["nll"], "val_ppl": val["ppl"]}
+
+    def test(self, model: CharLM) -> tuple[dict, float]:
+        start = time.perf_counter()
+        return evaluate_lm(model, self.val_ids, self.seq_len, self.device, self.unigram), time.perf_counter() - start
+
+    def diverged(self, loss: float, step: int, lr: float) -> str:
+        return f"the loss became {loss} at step {step}: lower --lr (now {self.max_lr})"
+
+
+def train_lm(text: str, cfg: LMConfig, on_eval: Callable[[dict], None] | None = None,
+             hooks: Hooks | None = None) -> dict:
+    """Train on `text` (the last val_fraction held out); return the model, vocab, records and final metrics.
+
+    The loop is the one Trainer's (training/trainer.py) driving an LMTask: Adam, a cosine schedule
+    with 2% warmup, the gradient clipped to `cfg.grad_clip`, validation every `eval_every` steps
+    (each record goes to `on_eval`, and to `hooks.on_eval` when hooks are given).
+    """
     train_text, val_text = split_text(text, cfg.val_fraction)
     min_chars = cfg.batch_size * (cfg.seq_len + 1)
     if len(train_text) < min_chars or len(val_text) < 2:
@@ -142,44 +185,17 @@ def train_lm(text: str, cfg: LMConfig, on_eval: Callable[[dict], None] | None = 
     total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     eval_every = cfg.eval_every or max(1, total_steps // 10)
 
-    records: list[dict] = []
-    hidden, step, loss_sum, loss_steps, train_seconds = None, 0, 0.0, 0, 0.0
-    start = time.perf_counter()
-    while step < total_steps:
-        chunk = step % steps_per_epoch
-        if chunk == 0:
-            hidden = None  # each epoch starts the streams afresh
-        t = chunk * cfg.seq_len
-        x, y = data[:, t : t + cfg.seq_len], data[:, t + 1 : t + 1 + cfg.seq_len]  # (B, T) each
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, cfg.lr, "cosine", warmup=0.02)
-        logits, hidden = model(x, hidden)
-        hidden = detach(hidden)  # truncated BPTT: keep the state, drop its history
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        loss_sum += loss.item()  # sync point, once per step: the CPU is the usual device here
-        loss_steps += 1
-        if not math.isfinite(loss_sum):
-            raise TrainingDiverged(f"the loss became {loss.item()} at step {step}: lower --lr (now {cfg.lr})")
-        if step % eval_every == 0 or step == total_steps:
-            train_seconds += time.perf_counter() - start
-            val = evaluate_lm(model, val_ids, cfg.seq_len, device, unigram)
-            record = {"kind": "eval", "step": step, "epoch": step / steps_per_epoch,
-                      "train_loss": loss_sum / loss_steps, "val_loss": val["nll"], "val_ppl": val["ppl"],
-                      "time_s": train_seconds}
-            records.append(record)
-            if on_eval:
-                on_eval(record)
-            loss_sum, loss_steps = 0.0, 0
-            start = time.perf_counter()
-    final = evaluate_lm(model, val_ids, cfg.seq_len, device, unigram)
+    task = LMTask(data, cfg.seq_len, eval_every, val_ids, unigram, cfg.lr)
+    hooks = hooks or Hooks()
+    if on_eval is not None:
+        given = hooks.on_eval
+        hooks = replace(hooks, on_eval=on_eval if given is None else (lambda r: (on_eval(r), given(r))))
+    trainer = Trainer(model, task=task, optimizer=optimizer, total_steps=total_steps, grad_clip=cfg.grad_clip,
+                      schedule=lambda step: lr_at(step, total_steps, cfg.lr, "cosine", warmup=0.02))
+    history = trainer.fit(hooks)
+    final = history.test
     metrics = {"val_ppl": final["ppl"], "val_nll": final["nll"], "uniform_ppl": float(len(vocab)),
-               "unigram_ppl": final["unigram_ppl"], "val_chars": final["num_chars"], "steps": step,
-               "train_seconds": train_seconds}
-    return {"model": model.cpu().eval(), "vocab": vocab, "records": records, "metrics": metrics,
+               "unigram_ppl": final["unigram_ppl"], "val_chars": final["num_chars"], "steps": trainer.state.step,
+               "train_seconds": history.train_seconds}
+    return {"model": model.cpu().eval(), "vocab": vocab, "records": history.epochs, "metrics": metrics,
             "most_common": most_common(train_text), "num_train_chars": len(train_text), "num_val_chars": len(val_text)}

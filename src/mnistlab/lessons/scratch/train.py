@@ -1,8 +1,10 @@
 """Train the NumPy models with mini-batch SGD (momentum, weight decay, the usual lr schedule).
 
 `train_numpy(cfg)` reads MNIST through `load_raw`, holds out a stratified validation split, trains,
-evaluates on the test set and (with `cfg.save_run`) writes a run directory like a torch run:
-config.json, metrics.jsonl (the same record kinds) and weights.safetensors (NumPy arrays, no pickle).
+evaluates on the test set and (with `cfg.save_run`) writes a run directory like a torch run, through the
+same RunDir (runs/rundir.py) and checkpoint writer (runs/checkpoint.py): config.json, metrics.jsonl (the
+same record kinds) and weights.safetensors (NumPy arrays, no pickle). The loop itself is written out by
+hand on purpose (it is the lesson); the learning-rate schedule is the torch Trainer's `lr_at`.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def evaluate_numpy(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int =
 
 def train_numpy(cfg: Config, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train `cfg.model` (softmax or mlp) in NumPy; return history, test metrics, model and run path."""
-    from mnistlab.training.trainer import lr_at
+    from mnistlab.training.schedule import lr_at
 
     if cfg.model not in MODELS:
         raise ConfigError(f"--engine numpy supports --model {' or '.join(MODELS)}, not {cfg.model!r}")
@@ -94,57 +96,66 @@ def train_numpy(cfg: Config, on_epoch_end: Callable[[dict], None] | None = None)
         from mnistlab.runs.rundir import RunDir
 
         run = RunDir.create(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    velocity = {k: np.zeros_like(v) for k, v in model.params.items()}
-    history: list[dict] = []
-    step, epoch, train_seconds = 0, 0, 0.0
-    while step < total_steps:
-        start = time.perf_counter()
-        order = rng.permutation(len(x_train))
-        loss_sum, correct, seen = 0.0, 0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            if step >= total_steps:
-                break
-            idx = order[i : i + cfg.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            loss, logits, grads = model.loss_and_grads(xb, yb)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"the loss became {loss} at step {step}: lower --lr (now {peak_lr})")
-            lr = lr_at(step, total_steps, peak_lr, cfg.schedule, cfg.warmup, steps_per_epoch, cfg.step_every, cfg.gamma)
-            for name, p in model.params.items():
-                g = grads[name]
-                if cfg.weight_decay and name.startswith("W"):  # decay weights, not biases
-                    g = g + cfg.weight_decay * p
-                v = velocity[name]
-                v *= cfg.momentum
-                v += g
-                # Nesterov looks one momentum step ahead: the update uses g + momentum * v.
-                p -= np.float32(lr) * (g + cfg.momentum * v if cfg.nesterov else v)
-            loss_sum += loss * len(yb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-            seen += len(yb)
-            step += 1
-        seconds = time.perf_counter() - start
-        train_seconds += seconds
-        epoch += 1
-        record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / seen,
-                  "train_acc": correct / seen, "val_loss": None, "val_acc": None, "time_s": seconds}
-        if data["val"] is not None:
-            record["val_loss"], record["val_acc"] = evaluate_numpy(model, *data["val"], cfg.eval_batch_size)
-        history.append(record)
-        if run:
-            run.log(record)
-        if on_epoch_end:
-            on_epoch_end(record)
+    try:
+        rng = np.random.default_rng(cfg.seed)
+        velocity = {k: np.zeros_like(v) for k, v in model.params.items()}
+        history: list[dict] = []
+        step, epoch, train_seconds = 0, 0, 0.0
+        while step < total_steps:
+            start = time.perf_counter()
+            order = rng.permutation(len(x_train))
+            loss_sum, correct, seen = 0.0, 0, 0
+            for i in range(0, len(order), cfg.batch_size):
+                if step >= total_steps:
+                    break
+                idx = order[i : i + cfg.batch_size]
+                xb, yb = x_train[idx], y_train[idx]
+                loss, logits, grads = model.loss_and_grads(xb, yb)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"the loss became {loss} at step {step}: lower --lr (now {peak_lr})")
+                lr = lr_at(step, total_steps, peak_lr, cfg.schedule, cfg.warmup, steps_per_epoch, cfg.step_every, cfg.gamma)
+                for name, p in model.params.items():
+                    g = grads[name]
+                    if cfg.weight_decay and name.startswith("W"):  # decay weights, not biases
+                        g = g + cfg.weight_decay * p
+                    v = velocity[name]
+                    v *= cfg.momentum
+                    v += g
+                    # Nesterov looks one momentum step ahead: the update uses g + momentum * v.
+                    p -= np.float32(lr) * (g + cfg.momentum * v if cfg.nesterov else v)
+                loss_sum += loss * len(yb)
+                correct += int((logits.argmax(axis=1) == yb).sum())
+                seen += len(yb)
+                step += 1
+            seconds = time.perf_counter() - start
+            train_seconds += seconds
+            epoch += 1
+            record = {"kind": "epoch", "epoch": epoch, "step": step, "train_loss": loss_sum / seen,
+                      "train_acc": correct / seen, "val_loss": None, "val_acc": None, "time_s": seconds}
+            if data["val"] is not None:
+                record["val_loss"], record["val_acc"] = evaluate_numpy(model, *data["val"], cfg.eval_batch_size)
+            history.append(record)
+            if run:
+                run.log(record)
+            if on_epoch_end:
+                on_epoch_end(record)
 
-    start = time.perf_counter()
-    test_loss, test_acc = evaluate_numpy(model, *data["test"], cfg.eval_batch_size)
-    test_seconds = time.perf_counter() - start
-    test = {"kind": "test", "step": step, "test_loss": test_loss, "test_acc": test_acc,
-            "train_time_s": train_seconds, "test_time_s": test_seconds}
+        start = time.perf_counter()
+        test_loss, test_acc = evaluate_numpy(model, *data["test"], cfg.eval_batch_size)
+        test_seconds = time.perf_counter() - start
+        test = {"kind": "test", "step": step, "test_loss": test_loss, "test_acc": test_acc,
+                "train_time_s": train_seconds, "test_time_s": test_seconds}
+        if run:
+            run.log(test)
+    except BaseException:
+        # As a torch run does: a run that fails (diverges, Ctrl-C) before its first record leaves nothing
+        # worth keeping and is removed; one that logged records keeps them (and its --name is reusable).
+        if run:
+            run.remove_if_failed_start()
+        raise
     if run:
-        run.log(test)
         save_numpy_model(run.path / WEIGHTS, model, cfg, data["class_names"], (data["mean"], data["std"]))
+        run.release()
     return {
         "model": model, "history": history, "test": test, "run_dir": run.path if run else None,
         "num_train": len(x_train), "num_val": 0 if data["val"] is None else len(data["val"][1]),
