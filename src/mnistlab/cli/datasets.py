@@ -9,6 +9,7 @@ from mnistlab.errors import ConfigError
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    """List, verify, locate or export data sets; verify exits 1 when a file fails."""
     from mnistlab.data.raw import dataset_paths, verify_dataset
     from mnistlab.data.sources import get_dataset_spec, list_datasets
 

@@ -10,6 +10,7 @@ from mnistlab.errors import ConfigError
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a run or checkpoint on a split and print the report (or JSON)."""
     from mnistlab.evaluation.evaluate import evaluate_checkpoint
     from mnistlab.evaluation.metrics import format_report
 
@@ -23,7 +24,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out(json.dumps(report, indent=2))
     else:
         out(f"{report['checkpoint']} on {report['dataset']} ({report['split']}, {report['num_samples']:,} images)",
-             format_report(report))
+            format_report(report))
     return 0
 
 

@@ -8,6 +8,7 @@ from mnistlab.cli._common import Formatter, out
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """Print the model table, or one model's layer summary."""
     from mnistlab.models import count_parameters, create_model, list_models, model_description
     from mnistlab.models.summary import summarize
 

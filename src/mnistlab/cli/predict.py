@@ -11,6 +11,7 @@ from mnistlab.errors import ConfigError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Print a label per image (or the ImageId,Label table of --csv); exit 1 when every input is blank."""
     from mnistlab.data.images import find_blanks
     from mnistlab.evaluation.predict import Predictor
 
@@ -62,10 +63,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `mnistlab predict` to the CLI."""
     p = subparsers.add_parser("predict", help="classify image files (PNG, JPEG, ...) prepared like MNIST", formatter_class=Formatter,
-                       description="Classify images prepared like MNIST. An image with no ink is reported as blank "
-                                   "(\"no digit found\"; JSON \"blank\": true, no class), and the exit status is 1 "
-                                   "when every input is blank. --csv rows always get a label (the submission format "
-                                   "needs one); blank rows are counted in one warning line.")
+                              description="Classify images prepared like MNIST. An image with no ink is reported as blank "
+                                          "(\"no digit found\"; JSON \"blank\": true, no class), and the exit status is 1 "
+                                          "when every input is blank. --csv rows always get a label (the submission format "
+                                          "needs one); blank rows are counted in one warning line.")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--csv", metavar="FILE", help="classify the rows of a pixel CSV (pixel0..pixelN, label column optional)")

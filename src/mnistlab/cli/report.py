@@ -8,6 +8,7 @@ from mnistlab.cli._common import Formatter, out
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the run's HTML report and print its path."""
     from mnistlab.reporting.html import render_report
 
     out(f"wrote {render_report(args.run, args.out)}")

@@ -225,6 +225,7 @@ def describe_run(session: "TrainSession", resumed: bool = False) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a run: the first line, a progress bar and one row per epoch, then the test result."""
     from mnistlab.runs.session import TrainSession, check_names
 
     if args.resume:
