@@ -556,10 +556,10 @@ def _extensions() -> list[Callable[[Any], None]]:
     """The subcommands defined in their own modules, registered explicitly: a module that fails to
     import is an error here, never a command silently missing from --help."""
     from mnistlab import bench
-    from mnistlab.cli import experiment, lm
+    from mnistlab.cli import experiment, lm, serve
     from mnistlab.lessons import tabular
 
-    return [experiment.register, bench.register, lm.register, tabular.register]
+    return [experiment.register, bench.register, lm.register, tabular.register, serve.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
