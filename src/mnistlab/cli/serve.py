@@ -11,6 +11,7 @@ from mnistlab.errors import ConfigError, MnistlabError
 
 INSTALL_HINT = "mnistlab serve needs the serve extra: pip install 'mnistlab[serve]' (or pip install -e '.[serve]')"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_CONNECTIONS = 128  # open connections at once; each may hold a body of up to --max-body while it waits
 
 
 def _megabytes(text: str) -> float:
@@ -83,7 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     accuracy = f", test accuracy {100 * card['test_accuracy']:.2f}%" if card["test_accuracy"] is not None else ""
     print(f"serving {card['model']} on {card['dataset']} ({card['parameters']:,} parameters{accuracy})", flush=True)
     print(f"open http://{shown}:{port}/  (API: POST /api/predict; Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+    # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
+                            limit_concurrency=MAX_CONNECTIONS)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
