@@ -76,6 +76,15 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process has used (load on the machine does not change it much)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", nargs="?", default=str(ROOT / "tests/fixtures/legacy-6a3e47d/fastcnn-tiny"))
@@ -129,6 +138,7 @@ def main() -> int:
         conn.getresponse().read()
         conn.close()
     threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    cpu0 = cpu_seconds(proc.pid) if proc else None
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -136,6 +146,8 @@ def main() -> int:
         t.join()
     wall = time.perf_counter() - t0
     rss = peak_rss_mb(proc.pid) if proc else None
+    cpu1 = cpu_seconds(proc.pid) if proc else None
+    cpu_ms = 1000 * (cpu1 - cpu0) / max(1, len(latencies)) if cpu0 is not None and cpu1 is not None else None
     if proc:
         proc.terminate()
         proc.wait(10)
@@ -144,11 +156,14 @@ def main() -> int:
         "requests": len(latencies), "clients": args.clients, "seconds": round(wall, 2),
         "requests_per_s": round(len(latencies) / wall, 1),
         "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
-        "errors": len(errors), "server_peak_rss_mb": round(rss, 1) if rss else None, "cpus": os.cpu_count(),
+        "errors": len(errors), "server_peak_rss_mb": round(rss, 1) if rss else None,
+        "server_cpu_ms_per_request": round(cpu_ms, 2) if cpu_ms else None, "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 1),
     }
     print(f"{result['requests']:,} requests from {args.clients} clients in {wall:.1f} s: "
           f"{result['requests_per_s']:.0f} requests/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-          f"{result['errors']} errors, server peak RSS {result['server_peak_rss_mb']} MB")
+          f"{result['errors']} errors, server peak RSS {result['server_peak_rss_mb']} MB, "
+          f"server CPU {result['server_cpu_ms_per_request']} ms/request (load average {result['load_average_1min']})")
     if errors:
         print("errors:", sorted(set(errors)))
     if args.json:

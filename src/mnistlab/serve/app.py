@@ -124,10 +124,13 @@ class Service:
     predictor: Predictor
     card: dict[str, Any]
 
-    def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
-        """Encoded images (prepared like MNIST) or already-prepared uint8 arrays -> one answer each."""
+    def prepare(self, items: Sequence[bytes | np.ndarray]) -> np.ndarray:
+        """Encoded images (prepared like MNIST) or already-prepared uint8 arrays -> uint8 (N, H, W[, C])."""
+        return np.stack([x if isinstance(x, np.ndarray) else self.predictor.prepare([x])[0] for x in items])
+
+    def classify(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Prepared images -> one answer each: blank (the one rule), class, label, probabilities, prepared."""
         p = self.predictor
-        images = np.stack([x if isinstance(x, np.ndarray) else p.prepare([x])[0] for x in items])
         blanks = find_blanks(images)
         probs = p.probabilities(images)
         out = []
@@ -140,6 +143,9 @@ class Service:
             entry["prepared"] = image.reshape(-1).tolist()
             out.append(entry)
         return out
+
+    def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
+        return self.classify(self.prepare(items))
 
 
 # ----------------------------------------------------------------------------- request parsing
@@ -274,6 +280,8 @@ def create_app(
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     service = Service(predictor, model_card(checkpoint, predictor))
+    # Threads preparing and classifying at once. (A model thread batching concurrent requests was
+    # tried: with at most `workers` images prepared at a time its batches stay tiny, and it saved nothing.)
     limiter = anyio.CapacityLimiter(max(1, workers))
     page = resources.files("mnistlab.serve").joinpath("page.html").read_text(encoding="utf-8")
     shape = predictor.in_shape
