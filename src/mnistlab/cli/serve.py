@@ -1,0 +1,98 @@
+"""`mnistlab serve RUN`: the draw-a-digit page and the JSON API under uvicorn (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import Any
+
+from mnistlab.errors import ConfigError, MnistlabError
+
+INSTALL_HINT = "mnistlab serve needs the serve extra: pip install 'mnistlab[serve]' (or pip install -e '.[serve]')"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_CONNECTIONS = 128  # open connections at once; each may hold a body of up to --max-body while it waits
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megabytes, got {text!r}") from None
+    if not 0 < value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1024 MB, got {text}")
+    return value
+
+
+def register(sub: Any) -> None:
+    """Add the `serve` subcommand to the main parser's subparsers."""
+    p = sub.add_parser(
+        "serve", help="a draw-a-digit page and a JSON API on a trained run",
+        description="Serve a trained image model: GET / is a page to draw digits on, POST /api/predict takes an "
+                    "image (or JSON base64 / pixels, or a batch), GET /api/model is the model card, GET /healthz.",
+    )
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME) or a .safetensors checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--max-body", type=_megabytes, default=4.0, metavar="MB",
+                   help="largest request body in megabytes, answered 413 beyond (default: 4)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow cross-origin requests from ORIGIN (repeatable; '*' for any). Default: none")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="where to run the model (default: cpu)")
+    p.add_argument("--workers", type=int, default=2, help="images prepared and classified at once (default: 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per prediction (default: 1)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        raise MnistlabError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be positive, got {value}")
+    try:
+        import uvicorn
+
+        from mnistlab.serve.app import create_app
+    except ImportError:
+        raise MnistlabError(INSTALL_HINT) from None
+    import torch
+
+    torch.set_num_threads(args.threads)
+    app = create_app(args.run, device=args.device, max_body=int(args.max_body * 1024 * 1024),
+                     workers=args.workers, cors_origins=args.cors)
+    card = app.state.service.card
+    sock = _listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    if args.host not in LOCAL_HOSTS:
+        print(f"mnistlab: warning: listening on {args.host}: anyone who can reach this machine can use the model "
+              "(the default, 127.0.0.1, is this machine only)", file=sys.stderr, flush=True)
+    accuracy = f", test accuracy {100 * card['test_accuracy']:.2f}%" if card["test_accuracy"] is not None else ""
+    print(f"serving {card['model']} on {card['dataset']} ({card['parameters']:,} parameters{accuracy})", flush=True)
+    print(f"open http://{shown}:{port}/  (API: POST /api/predict; Ctrl-C stops)", flush=True)
+    # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
+                            limit_concurrency=MAX_CONNECTIONS)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after shutting down cleanly
+        pass
+    finally:
+        sock.close()
+    print("stopped", flush=True)
+    return 0

@@ -1,0 +1,342 @@
+"""The Starlette app: the page, `POST /api/predict`, `GET /api/model` and `GET /healthz`.
+
+Every request body is read with a cap (413 beyond it); an image's size is read from its header
+before it is decoded (413 for a decompression bomb); only a few raster formats are opened at all
+(415 for other content types, 422 for bytes that are none of them); malformed JSON, base64 or pixel
+arrays are 422. All errors answer `{"error": "..."}`. Preparation and inference run in worker
+threads (at most `workers` at once), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import anyio
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from mnistlab.data.images import find_blanks
+from mnistlab.errors import MnistlabError
+from mnistlab.evaluation.predict import Predictor
+from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
+
+log = logging.getLogger("mnistlab.serve")
+
+MAX_BODY = 4 * 1024 * 1024  # bytes in one request body (the --max-body default)
+MAX_PIXELS = 16_777_216  # width * height of one uploaded image (4096 x 4096; a 12 MP phone photo fits)
+MAX_BATCH = 256  # images in one batch request
+# Content type -> the Pillow formats opened for it. Nothing else is ever decoded (no EPS, no SVG).
+IMAGE_TYPES = {
+    "image/png": ("PNG",), "image/jpeg": ("JPEG",), "image/jpg": ("JPEG",), "image/gif": ("GIF",),
+    "image/webp": ("WEBP",), "image/bmp": ("BMP",),
+}
+RASTER_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+PAGE_HEADERS = {
+    # The page is self-contained: nothing may load from anywhere else.
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "img-src 'self' data: blob:; connect-src 'self'; form-action 'none'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class BadRequest(Exception):
+    """A request we refuse: an HTTP status and a one-line message for `{"error": ...}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def model_card(checkpoint: str | os.PathLike, predictor: Predictor) -> dict[str, Any]:
+    """What the page shows about the model: name, data set, test accuracy, parameters, class names.
+
+    The test accuracy is the run's own evaluation.json (or its metrics.jsonl "test" record), and only
+    for the checkpoint that `mnistlab train` scored (last.safetensors); otherwise it is None.
+    """
+    path = resolve_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path)
+    accuracy = None
+    if path.name == "last.safetensors":
+        accuracy = _run_accuracy(path.parent)
+    c, h, w = predictor.in_shape
+    return {
+        "model": ckpt.cfg.model,
+        "dataset": ckpt.cfg.dataset,
+        "test_accuracy": accuracy,
+        "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
+        "class_names": list(predictor.class_names),
+        "input": {"channels": c, "height": h, "width": w},
+        "checkpoint": path.name,
+        "run": path.parent.name,
+    }
+
+
+def _run_accuracy(run: Path) -> float | None:
+    try:
+        report = json.loads((run / "evaluation.json").read_text())
+        if isinstance(report, dict) and isinstance(report.get("accuracy"), (int, float)):
+            return float(report["accuracy"])
+    except (OSError, ValueError):
+        pass
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "test" and isinstance(record.get("test_acc"), (int, float)):
+            return float(record["test_acc"])
+    return None
+
+
+@dataclass
+class Service:
+    """A Predictor and its card; turns request items (bytes or pixel arrays) into answers."""
+
+    predictor: Predictor
+    card: dict[str, Any]
+
+    def prepare(self, items: Sequence[bytes | np.ndarray]) -> np.ndarray:
+        """Encoded images (prepared like MNIST) or already-prepared uint8 arrays -> uint8 (N, H, W[, C])."""
+        return np.stack([x if isinstance(x, np.ndarray) else self.predictor.prepare([x])[0] for x in items])
+
+    def classify(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Prepared images -> one answer each: blank (the one rule), class, label, probabilities, prepared."""
+        p = self.predictor
+        blanks = find_blanks(images)
+        probs = p.probabilities(images)
+        out = []
+        for image, blank, row in zip(images, blanks.tolist(), probs.tolist()):
+            entry: dict[str, Any] = {"blank": blank, "class": None, "label": None, "probabilities": None}
+            if not blank:
+                k = int(np.argmax(row))
+                entry.update({"class": k, "label": p.class_names[k],
+                              "probabilities": {name: round(v, 6) for name, v in zip(p.class_names, row)}})
+            entry["prepared"] = image.reshape(-1).tolist()
+            out.append(entry)
+        return out
+
+    def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
+        return self.classify(self.prepare(items))
+
+
+# ----------------------------------------------------------------------------- request parsing
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `cap` bytes (Content-Length or counted)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > cap:
+        raise BadRequest(413, f"request body is {int(declared):,} bytes, over the limit of {cap:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise BadRequest(413, f"request body is over the limit of {cap:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_image(data: bytes, formats: Sequence[str], max_pixels: int, what: str = "image") -> bytes:
+    """Open only the header (of one of `formats`): 422 when it is none of them, 413 when too many pixels."""
+    if not data:
+        raise BadRequest(422, f"{what}: empty image data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's bomb warning: the size check below decides
+            with Image.open(io.BytesIO(data), formats=list(formats)) as im:
+                width, height = im.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if isinstance(e, UnidentifiedImageError):
+            raise BadRequest(422, f"{what}: not a {', '.join(formats)} image") from None
+        raise BadRequest(413, f"{what}: image has too many pixels to decode safely") from None
+    except Exception as e:  # bad headers raise many types
+        raise BadRequest(422, f"{what}: unreadable image header ({type(e).__name__})") from None
+    if width * height > max_pixels:
+        raise BadRequest(413, f"{what}: image is {width}x{height} = {width * height:,} pixels, "
+                              f"over the limit of {max_pixels:,}")
+    return data
+
+
+def decode_base64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise BadRequest(422, f"{what}: \"image\" must be a base64 string")
+    if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
+        head, _, text = text.partition(",")
+        if not head.endswith(";base64"):
+            raise BadRequest(422, f"{what}: a data URL must be base64-encoded")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(422, f"{what}: \"image\" is not valid base64") from None
+
+
+def parse_pixels(values: Any, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    """A flat list of H*W*C numbers in 0..255 (the model's own input, not re-prepared) -> uint8 (H, W[, C])."""
+    c, h, w = shape
+    n = c * h * w
+    if not isinstance(values, list):
+        raise BadRequest(422, f"{what}: \"pixels\" must be a list of {n} numbers")
+    if len(values) != n:
+        raise BadRequest(422, f"{what}: \"pixels\" must hold {n} numbers ({h}x{w}" + (f"x{c}" if c > 1 else "")
+                              + f"), got {len(values)}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 255:
+            raise BadRequest(422, f"{what}: \"pixels\" must be numbers from 0 to 255, got {json.dumps(v)[:40]}")
+    arr = np.rint(np.asarray(values, dtype=np.float64)).astype(np.uint8)
+    return arr.reshape((h, w) if c == 1 else (h, w, c))
+
+
+def parse_item(item: Any, shape: tuple[int, int, int], max_pixels: int, what: str) -> bytes | np.ndarray:
+    if not isinstance(item, dict):
+        raise BadRequest(422, f"{what}: expected an object with \"image\" (base64) or \"pixels\" (a list)")
+    if ("image" in item) == ("pixels" in item):
+        raise BadRequest(422, f"{what}: give exactly one of \"image\" (base64) or \"pixels\" (a list)")
+    if "pixels" in item:
+        return parse_pixels(item["pixels"], shape, what)
+    return check_image(decode_base64(item["image"], what), RASTER_FORMATS, max_pixels, what)
+
+
+def parse_json(body: bytes, shape: tuple[int, int, int], max_pixels: int, max_batch: int) -> tuple[list, bool]:
+    """-> (items, is_batch). An object is one item; a list (or {"items": [...]}) is a batch."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest(422, "request body is not valid JSON") from None
+    batch = isinstance(doc, list)
+    items = doc if batch else [doc]
+    if batch and not items:
+        raise BadRequest(422, "an empty batch: give at least one item")
+    if len(items) > max_batch:
+        raise BadRequest(413, f"a batch of {len(items):,} items is over the limit of {max_batch}")
+    return [parse_item(x, shape, max_pixels, f"item {i}" if batch else "body") for i, x in enumerate(items)], batch
+
+
+async def parse_multipart(request: Request, body: bytes, max_pixels: int, max_batch: int) -> list[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=max_batch, max_fields=max_batch).parse()
+    except MultiPartException as e:
+        raise BadRequest(422, f"malformed multipart form ({e.message})") from None
+    try:
+        files = [v for _, v in form.multi_items() if not isinstance(v, str)]
+        if not files:
+            raise BadRequest(422, "the multipart form holds no image files")
+        items = []
+        for i, f in enumerate(files):  # the file names sent are never used
+            ctype = (f.content_type or "").split(";")[0].strip().lower()
+            formats = IMAGE_TYPES.get(ctype, RASTER_FORMATS) if ctype.startswith("image/") else RASTER_FORMATS
+            if ctype.startswith("image/") and ctype not in IMAGE_TYPES:
+                raise BadRequest(415, f"file {i}: unsupported content type {ctype} (use {', '.join(IMAGE_TYPES)})")
+            items.append(check_image(await f.read(), formats, max_pixels, f"file {i}"))
+        return items
+    finally:
+        await form.close()
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def create_app(
+    checkpoint: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    max_body: int = MAX_BODY,
+    max_pixels: int = MAX_PIXELS,
+    max_batch: int = MAX_BATCH,
+    workers: int = 2,
+    cors_origins: Sequence[str] = (),
+) -> Starlette:
+    """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    service = Service(predictor, model_card(checkpoint, predictor))
+    # Threads preparing and classifying at once. (A model thread batching concurrent requests was
+    # tried: with at most `workers` images prepared at a time its batches stay tiny, and it saved nothing.)
+    limiter = anyio.CapacityLimiter(max(1, workers))
+    page = resources.files("mnistlab.serve").joinpath("page.html").read_text(encoding="utf-8")
+    shape = predictor.in_shape
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def model(request: Request) -> Response:
+        return JSONResponse(service.card)
+
+    async def predict(request: Request) -> Response:
+        try:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype not in IMAGE_TYPES and ctype not in ("application/json", "multipart/form-data"):
+                raise BadRequest(415, f"unsupported content type {ctype or '(none)'}: send an image "
+                                      f"({', '.join(IMAGE_TYPES)}), application/json or multipart/form-data")
+            body = await read_body(request, max_body)
+            if ctype in IMAGE_TYPES:
+                items, batch = [check_image(body, IMAGE_TYPES[ctype], max_pixels, "body")], False
+            elif ctype == "application/json":
+                items, batch = parse_json(body, shape, max_pixels, max_batch)
+            else:
+                items, batch = await parse_multipart(request, body, max_pixels, max_batch), True
+            answers = await anyio.to_thread.run_sync(service.answer, items, limiter=limiter)
+        except BadRequest as e:
+            return JSONResponse({"error": e.message}, status_code=e.status)
+        except MnistlabError as e:  # ImageError: bytes that passed the header check but do not decode
+            return JSONResponse({"error": str(e)}, status_code=422)
+        except MemoryError:
+            return JSONResponse({"error": "out of memory; try a smaller image"}, status_code=503)
+        return JSONResponse({"predictions": answers} if batch else answers[0])
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        return JSONResponse({"error": getattr(exc, "detail", "error")}, status_code=status,
+                            headers=getattr(exc, "headers", None))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    middleware = []
+    if cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                                     allow_headers=["Content-Type"]))
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/api/model", model, methods=["GET"]),
+        Route("/api/predict", predict, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.state.service = service
+    return app

@@ -1,0 +1,310 @@
+"""`mnistlab serve`: the API in-process (Starlette's TestClient), every bad request, and the command itself."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
+pytest.importorskip("httpx", reason="httpx (in the dev extra) is needed for Starlette's TestClient")
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # newer Starlette warns that it prefers httpx2 for TestClient
+    from starlette.testclient import TestClient  # noqa: E402
+
+from mnistlab.data.images import prepare_image  # noqa: E402
+from mnistlab.evaluation.predict import Predictor  # noqa: E402
+from mnistlab.serve.app import create_app  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "legacy-6a3e47d" / "fastcnn-tiny"
+PNG = {"content-type": "image/png"}
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(FIXTURE, max_body=256 * 1024, max_batch=8)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def png(im: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def drawing(kind: str) -> Image.Image:
+    """A 280x280 canvas-like drawing: black ink, thick strokes, on white."""
+    im = Image.new("L", (280, 280), 255)
+    d = ImageDraw.Draw(im)
+    if kind == "1":
+        d.line([(140, 40), (140, 240)], fill=0, width=22)
+    elif kind == "0":
+        d.ellipse([(80, 40), (200, 240)], outline=0, width=22)
+    elif kind == "7":
+        d.line([(70, 50), (210, 50), (120, 240)], fill=0, width=22, joint="curve")
+    return im
+
+
+# ----------------------------------------------------------------------------- the good paths
+
+
+def test_healthz_and_model_card(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    card = client.get("/api/model").json()
+    assert card["model"] == "fastcnn" and card["dataset"] == "mnist"
+    assert card["class_names"] == [str(i) for i in range(10)]
+    assert card["parameters"] == sum(p.numel() for p in Predictor.from_checkpoint(FIXTURE).model.parameters())
+    assert card["test_accuracy"] == pytest.approx(json.loads((FIXTURE / "evaluation.json").read_text())["accuracy"])
+
+
+def test_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert 'id="canvas"' in html and 'id="prediction"' in html and "touch-action: none" in html
+    assert "http://" not in html and "https://" not in html  # no CDN: works offline
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("digit", ["1", "0", "7"])
+def test_drawn_digits_as_png_bodies(client, digit):
+    r = client.post("/api/predict", content=png(drawing(digit)), headers=PNG)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["blank"] is False and body["label"] == digit and body["class"] == int(digit)
+    assert set(body["probabilities"]) == {str(i) for i in range(10)}
+    assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    # The preview is exactly the image `mnistlab predict` prepares.
+    assert body["prepared"] == prepare_image(png(drawing(digit))).reshape(-1).tolist()
+
+
+def test_api_agrees_with_predictor_on_mnist_test_digits(client, mnist_raw):
+    images, labels = mnist_raw.test_x[:20], mnist_raw.test_y[:20]
+    predictor = Predictor.from_checkpoint(FIXTURE)
+    expected = predictor.predict_files([png(Image.fromarray(x)) for x in images])
+    for x, want in zip(images, expected):
+        got = client.post("/api/predict", content=png(Image.fromarray(x)), headers=PNG).json()
+        assert got["label"] == want["label"]
+        assert got["probabilities"][want["label"]] == pytest.approx(want["prob"], abs=1e-5)
+    # Already-prepared pixels (like CSV rows) go to the model as they are.
+    got = [client.post("/api/predict", json={"pixels": x.reshape(-1).tolist()}).json()["class"] for x in images]
+    assert got == predictor.classify(images).tolist()
+    assert np.mean(np.array(got) == labels) >= 0.85
+
+
+def test_json_base64_data_url_jpeg_and_batches(client):
+    one = png(drawing("1"))
+    assert client.post("/api/predict", json={"image": base64.b64encode(one).decode()}).json()["label"] == "1"
+    data_url = "data:image/png;base64," + base64.b64encode(one).decode()
+    assert client.post("/api/predict", json={"image": data_url}).json()["label"] == "1"
+    jpeg = png(drawing("0").convert("RGB"), "JPEG")
+    assert client.post("/api/predict", content=jpeg, headers={"content-type": "image/jpeg"}).json()["label"] == "0"
+
+    batch = [{"image": base64.b64encode(png(drawing(d))).decode()} for d in "107"] + [{"pixels": [0] * 784}]
+    out = client.post("/api/predict", json=batch).json()["predictions"]
+    assert [p["label"] for p in out] == ["1", "0", "7", None] and out[3]["blank"] is True
+
+    files = [("images", (f"ignored-{d}.png", png(drawing(d)), "image/png")) for d in "71"]
+    out = client.post("/api/predict", files=files).json()["predictions"]
+    assert [p["label"] for p in out] == ["7", "1"]
+
+
+def test_blank_images_get_no_class(client):
+    for im in (Image.new("L", (280, 280), 255), Image.new("RGBA", (50, 50), (0, 0, 0, 0))):
+        body = client.post("/api/predict", content=png(im), headers=PNG).json()
+        assert body["blank"] is True and body["class"] is None and body["label"] is None
+        assert body["probabilities"] is None and body["prepared"] == [0] * 784
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (280, 280), dtype=np.uint8))
+    assert client.post("/api/predict", content=png(noise), headers=PNG).json()["blank"] is True
+
+
+# ----------------------------------------------------------------------------- bad requests
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG claiming width x height pixels: a decompression bomb's header (the data never decoded)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def real_bomb() -> bytes:
+    """A 5000x5000 all-black PNG: 25 MP (over the server's 16.7 MP) in a few kilobytes."""
+    return png(Image.new("1", (5000, 5000), 0))
+
+
+BAD = [
+    # (name, kwargs for client.post, status)
+    ("no content type", dict(content=b"abc", headers={"content-type": ""}), 415),
+    ("text/plain", dict(content=b"abc", headers={"content-type": "text/plain"}), 415),
+    ("svg", dict(content=b"<svg/>", headers={"content-type": "image/svg+xml"}), 415),
+    ("form-urlencoded", dict(content=b"a=1", headers={"content-type": "application/x-www-form-urlencoded"}), 415),
+    ("garbage png", dict(content=b"not a png at all", headers=PNG), 422),
+    ("empty png", dict(content=b"", headers=PNG), 422),
+    ("jpeg sent as png", dict(content=png(drawing("1").convert("RGB"), "JPEG"), headers=PNG), 422),
+    ("truncated png", dict(content=png(drawing("1"))[:300], headers=PNG), 422),
+    ("eps as png", dict(content=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", headers=PNG), 422),
+    ("bomb header", dict(content=png_header_only(100_000, 100_000), headers=PNG), 413),
+    ("bomb header 20k", dict(content=png_header_only(20_000, 20_000), headers=PNG), 413),
+    ("real bomb", dict(content=real_bomb(), headers=PNG), 413),
+    ("too big body", dict(content=b"\0" * (256 * 1024 + 1), headers=PNG), 413),
+    ("bad json", dict(content=b"{\"image\": ", headers={"content-type": "application/json"}), 422),
+    ("bad utf8 json", dict(content=b"\xff\xfe{}", headers={"content-type": "application/json"}), 422),
+    ("deep json", dict(content=b"[" * 100_000, headers={"content-type": "application/json"}), 422),
+    ("json number", dict(json=3), 422),
+    ("json string", dict(json="abc"), 422),
+    ("empty object", dict(json={}), 422),
+    ("both keys", dict(json={"image": "", "pixels": []}), 422),
+    ("bad base64", dict(json={"image": "***"}), 422),
+    ("base64 not str", dict(json={"image": 12}), 422),
+    ("base64 of text", dict(json={"image": base64.b64encode(b"hello").decode()}), 422),
+    ("base64 bomb", dict(json={"image": base64.b64encode(png_header_only(50_000, 50_000)).decode()}), 413),
+    ("data url not base64", dict(json={"image": "data:image/png,abc"}), 422),
+    ("pixels short", dict(json={"pixels": [0] * 783}), 422),
+    ("pixels long", dict(json={"pixels": [0] * 785}), 422),
+    ("pixels nested", dict(json={"pixels": [[0] * 28] * 28}), 422),
+    ("pixels strings", dict(json={"pixels": ["0"] * 784}), 422),
+    ("pixels bools", dict(json={"pixels": [True] * 784}), 422),
+    ("pixels negative", dict(json={"pixels": [-1] + [0] * 783}), 422),
+    ("pixels too big", dict(json={"pixels": [256] + [0] * 783}), 422),
+    ("pixels nan", dict(content=b'{"pixels": [NaN' + b", 0" * 783 + b"]}", headers={"content-type": "application/json"}), 422),
+    ("pixels huge number", dict(content=b'{"pixels": [1e999' + b", 0" * 783 + b"]}", headers={"content-type": "application/json"}), 422),
+    ("pixels not list", dict(json={"pixels": "0" * 784}), 422),
+    ("empty batch", dict(json=[]), 422),
+    ("batch too long", dict(json=[{"pixels": [0] * 784}] * 9), 413),
+    ("batch bad item", dict(json=[{"pixels": [0] * 784}, {"image": "!!"}]), 422),
+    ("batch of numbers", dict(json=[1, 2]), 422),
+    ("multipart no files", dict(data={"a": "b"}, files=None), 422),
+    ("multipart bad file", dict(files=[("f", ("x.png", b"nope", "image/png"))]), 422),
+    ("multipart svg", dict(files=[("f", ("x.svg", b"<svg/>", "image/svg+xml"))]), 415),
+    ("multipart too many", dict(files=[("f", ("x.png", b"x", "image/png"))] * 9), 422),
+    ("multipart broken", dict(content=b"--xyz\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=xyz"}), 422),
+    ("multipart no boundary", dict(content=b"abc", headers={"content-type": "multipart/form-data"}), 422),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,status", BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_are_4xx_json_and_the_server_keeps_serving(client, name, kwargs, status):
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if name == "multipart no files":  # a form with only text fields
+        kwargs = dict(files={"a": (None, "b")})
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert isinstance(error, str) and error and "Traceback" not in error and "\n" not in error
+    ok = client.post("/api/predict", content=png(drawing("1")), headers=PNG)
+    assert ok.status_code == 200 and ok.json()["label"] == "1"
+
+
+def test_declared_length_over_the_cap_is_refused_before_reading(client):
+    r = client.post("/api/predict", content=b"x", headers={"content-type": "image/png", "content-length": str(10**9)})
+    assert r.status_code == 413
+
+
+def test_methods_paths_and_no_file_names_from_requests(client):
+    assert client.get("/api/predict").status_code == 405
+    assert client.get("/../../etc/passwd").status_code == 404
+    r = client.post("/api/predict", json={"image": "/etc/passwd"})
+    assert r.status_code == 422
+    r = client.post("/api/predict", json={"image": str(FIXTURE / "last.safetensors")})
+    assert r.status_code == 422
+
+
+def test_cors_only_with_the_flag():
+    plain = TestClient(create_app(FIXTURE))
+    allowed = TestClient(create_app(FIXTURE, cors_origins=["https://example.org"]))
+    origin = {"origin": "https://example.org"}
+    assert "access-control-allow-origin" not in plain.get("/api/model", headers=origin).headers
+    assert allowed.get("/api/model", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    try:
+        first = proc.stdout.readline()
+        url_line = proc.stdout.readline()
+        assert "fastcnn on mnist" in first and "test accuracy 94.57%" in first, first
+        assert url_line.startswith("open http://127.0.0.1:"), url_line
+        url = url_line.split()[1]
+        deadline = time.time() + 30
+        while True:
+            try:
+                r = httpx.post(url + "api/predict", content=png(drawing("7")), headers=PNG, timeout=10)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        assert r.json()["label"] == "7"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err and "warning" not in err
+
+
+def test_serve_warns_in_one_line_on_other_hosts(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    try:
+        warning = proc.stderr.readline()
+        proc.stdout.readline()
+        url_line = proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert warning.startswith("mnistlab: warning: listening on 0.0.0.0: anyone who can reach this machine")
+    assert url_line.startswith("open http://0.0.0.0:")
+
+
+def test_serve_refuses_bad_flags_missing_runs_and_busy_ports(tmp_path):
+    from mnistlab.cli import main
+
+    assert main(["serve", str(FIXTURE), "--port", "70000"]) == 2
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 1  # no checkpoint there
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        assert main(["serve", str(FIXTURE), "--port", str(busy.getsockname()[1])]) == 1
+    finally:
+        busy.close()
+
+
+def test_serve_without_the_extra_says_what_to_install(tmp_path):
+    # Hide starlette and uvicorn from a fresh interpreter: the command says in one line what to install.
+    code = ("import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
+            "from mnistlab.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "serve", str(FIXTURE)], capture_output=True, text=True,
+                       env=_env(), timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "pip install" in r.stderr and "[serve]" in r.stderr
