@@ -104,3 +104,25 @@ def test_built_in_sets_dispatch_on_their_spec():
         spec = get_dataset_spec(name)
         assert (spec.loader is None) == bool(spec.files), name
     assert get_dataset_spec("synthetic").loader is not None and get_dataset_spec("multimnist").loader is not None
+
+
+def test_a_new_path_kind_is_one_registration(monkeypatch):
+    """KIND:PATH names dispatch through the path-kind registry (folder: and csv: are two entries in it)."""
+    monkeypatch.setattr(sources, "_PATH_KINDS", dict(sources._PATH_KINDS))
+    seen = {}
+
+    def load_bars(name, *, image_size, channels, test_size, seed):
+        seen.update(name=name, seed=seed)
+        train_x, train_y = _bars(600, seed)
+        test_x, test_y = _bars(100, seed + 1)
+        return RawData(train_x, train_y, test_x, test_y, ("horizontal", "vertical"), name)
+
+    sources.register_path_kind("bars", load_bars)
+    data = load_dataset("bars:/anywhere", device="cpu", val_size=100, seed=5)
+    assert seen == {"name": "bars:/anywhere", "seed": 5}
+    assert (len(data.train), len(data.val), len(data.test)) == (500, 100, 100)
+    with pytest.raises(ConfigError, match="already registered"):
+        sources.register_path_kind("bars", load_bars)
+    with pytest.raises(ConfigError, match=r"bars:PATH, csv:PATH, folder:PATH"):
+        get_dataset_spec("nope:x")
+    assert sources.path_kind_loader("csv:x.csv") is not None and sources.path_kind_loader("mnist") is None

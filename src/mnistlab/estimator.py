@@ -127,7 +127,7 @@ class Classifier:
 
     def fit(self, X: Any, y: Any = None) -> "Classifier":
         """Train on images X with labels y (or a torch Dataset, or a registered data-set name); returns self."""
-        from mnistlab.data.loader import DataBundle, Split, load_dataset
+        from mnistlab.data.loader import DataBundle, Split, load_dataset, normalization_stats
         from mnistlab.runs.session import build_model, check_names
         from mnistlab.training.trainer import Trainer, resolve_device
 
@@ -148,7 +148,7 @@ class Classifier:
             self.classes_, index = np.unique(labels, return_inverse=True)
             if len(self.classes_) < 2:
                 raise DataError(f"y holds one class only ({self.classes_[0]!r}); a classifier needs two or more")
-            mean, std = _channel_stats(images, cfg.normalize)
+            mean, std = normalization_stats(images, cfg.normalize)
             x = torch.from_numpy(images)
             x = ((x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)).to(device)
             train = Split(x, torch.from_numpy(index.astype(np.int64)).to(device))
@@ -238,17 +238,3 @@ class Classifier:
         else:
             clf.classes_ = np.asarray(ckpt.class_names)
         return clf
-
-
-def _channel_stats(images: np.ndarray, mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) that map the fitted images to the range `normalize` asks for."""
-    c = images.shape[1]
-    if mode == "unit":
-        return (0.0,) * c, (1.0,) * c
-    if mode == "symmetric":
-        return (0.5,) * c, (0.5,) * c
-    sample = images[:: max(1, len(images) // 10000)].astype(np.float64)
-    mean = sample.mean(axis=(0, 2, 3))
-    std = sample.std(axis=(0, 2, 3))
-    std = np.where(std > 1e-6, std, 1.0)
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)

@@ -5,7 +5,9 @@ registry) -> download -> cache, idx, images, splits, synthetic -> raw (`load_raw
 -> multimnist, generated (sets made in code), custom (folder:/csv:) -> export, loader (torch).
 
 Importing any part of the package registers every built-in data set: the file-backed ones in
-sources.py and the generated ones in generated.py (imported here).
+sources.py, the generated ones in generated.py and the path kinds (folder:, csv:) in custom.py
+(both imported here).
 """
 
+import mnistlab.data.custom  # noqa: F401  registers the folder: and csv: kinds
 import mnistlab.data.generated  # noqa: F401  registers the generated data sets

@@ -44,6 +44,7 @@ from PIL import Image
 from mnistlab.data.cache import entry_folder, read_arrays, write_arrays
 from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
 from mnistlab.data.raw import RawData
+from mnistlab.data.sources import register_path_kind
 from mnistlab.data.splits import MAX_TEST_SIZE, holdout_size, stratified_split
 from mnistlab.errors import ConfigError, DataError, ImageError, MnistlabWarning
 
@@ -491,3 +492,7 @@ def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str
         raise DataError(f"{source}: rows are {images.shape[1]}x{images.shape[2]} images "
                         f"but the model takes {h}x{w}")
     return np.repeat(images[..., None], 3, axis=3) if c == 3 else images  # (N,H,W) -> (N,H,W,3)
+
+
+for _kind in PREFIXES:
+    register_path_kind(_kind.rstrip(":"), load_custom)

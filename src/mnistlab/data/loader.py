@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mnistlab.data.sources import path_kind_loader
 from mnistlab.data.splits import split_train_val
 from mnistlab.data.splits import stratified_split  # noqa: F401  re-exported: lessons/tabular.py imports it from here
 from mnistlab.errors import ConfigError
@@ -66,17 +67,23 @@ def to_nchw(images: np.ndarray) -> np.ndarray:
 
 
 def normalization_stats(images: np.ndarray, mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) in [0, 1] units that map the images to the requested range."""
+    """Per-channel (mean, std) in [0, 1] units that map the images to the requested range.
+
+    `images` are uint8 (N, H, W) or (N, H, W, C) as stored, or float (N, C, H, W) already in [0, 1]
+    (what the estimator fits on).
+    """
     if mode not in NORMALIZATIONS:
         raise ConfigError(f"unknown normalisation {mode!r} (choose from {', '.join(NORMALIZATIONS)})")
-    channels = to_nchw(images[:1]).shape[1]
+    as_stored = images.dtype == np.uint8
+    channels = to_nchw(images[:1]).shape[1] if as_stored else images.shape[1]
     if mode == "unit":
         return (0.0,) * channels, (1.0,) * channels
     if mode == "symmetric":  # [-1, 1], as seed lecture 002 does with Normalize((0.5,), (0.5,))
         return (0.5,) * channels, (0.5,) * channels
     # Mean and std of the training images, per channel, computed in float64 on a strided sample
     # of at most 10,000 images (the result agrees with the full set to 4 decimals).
-    sample = to_nchw(images[:: max(1, len(images) // 10000)]).astype(np.float64) / 255.0
+    sample = images[:: max(1, len(images) // 10000)]
+    sample = to_nchw(sample).astype(np.float64) / 255.0 if as_stored else sample.astype(np.float64)
     mean = sample.mean(axis=(0, 2, 3))
     std = sample.std(axis=(0, 2, 3))
     std = np.where(std > 1e-6, std, 1.0)
@@ -245,10 +252,9 @@ def build_bundle(
 def load_any(name: str, *, data_dir: str | None = None, download: bool = True, image_size: int = 28,
              channels: int | None = None, test_size: float | None = None, seed: int = 0):
     """RawData of a registered data set, or of a folder:PATH / csv:PATH one."""
-    if name.startswith(("folder:", "csv:")):
-        from mnistlab.data.custom import load_custom
-
-        return load_custom(name, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
+    path_loader = path_kind_loader(name)
+    if path_loader is not None:
+        return path_loader(name, image_size=image_size, channels=channels, test_size=test_size, seed=seed)
     from mnistlab.data.raw import load_raw
 
     return load_raw(name, data_dir=data_dir, download=download)

@@ -113,12 +113,33 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
+# Data sets named by a path instead of a registry name, as KIND:PATH (folder:~/digits, csv:train.csv).
+# loader(name, image_size=, channels=, test_size=, seed=) -> RawData; data/custom.py registers its kinds.
+PathLoader = Callable[..., Any]
+_PATH_KINDS: dict[str, PathLoader] = {}
+
+
+def register_path_kind(kind: str, loader: PathLoader) -> None:
+    """Make `--dataset KIND:PATH` load through `loader`; a duplicate kind is an error."""
+    if kind in _PATH_KINDS:
+        raise ConfigError(f"data set kind {kind!r} is already registered")
+    _PATH_KINDS[kind] = loader
+
+
+def path_kind_loader(name: str) -> PathLoader | None:
+    """The loader of a KIND:PATH name, or None for a registry name."""
+    kind, colon, _ = name.partition(":")
+    return _PATH_KINDS.get(kind) if colon else None
+
+
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The spec registered as `name`; ConfigError listing the valid names otherwise."""
     try:
         return _DATASETS[name]
     except KeyError:
-        raise ConfigError(f"unknown data set {name!r} (choose from {', '.join(list_datasets())}, or folder:PATH, csv:PATH)") from None
+        kinds = ", ".join(f"{kind}:PATH" for kind in sorted(_PATH_KINDS))
+        raise ConfigError(f"unknown data set {name!r} (choose from {', '.join(list_datasets())}"
+                          f"{', or ' + kinds if kinds else ''})") from None
 
 
 def list_datasets() -> list[str]:
