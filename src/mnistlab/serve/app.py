@@ -87,7 +87,7 @@ def model_card(checkpoint: str | os.PathLike, predictor: Predictor) -> dict[str,
     return {
         "model": ckpt.cfg.model,
         "dataset": ckpt.cfg.dataset,
-        "test_accuracy": accuracy,
+        "test_accuracy": None if accuracy is None else round(accuracy, 6),  # 0.9899, not float32's 0.98989999
         "parameters": int(sum(p.numel() for p in predictor.model.parameters())),
         "class_names": list(predictor.class_names),
         "input": {"channels": c, "height": h, "width": w},
