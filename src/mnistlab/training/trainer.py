@@ -448,10 +448,32 @@ class Trainer:
         return history
 
 
-def fit(model: nn.Module, data: DataBundle, cfg: Config, hooks: Hooks | None = None) -> History:
-    """Train `model` on `data` as `cfg` says and evaluate it on the test split.
+# Config fields that describe how the data is loaded or where a run is saved: fit() is handed the
+# data already loaded and saves nothing, so a cfg that sets one of them is refused, not ignored.
+FIT_REFUSES = {
+    "load_dataset(...) takes it": ("data_dir", "val_size", "train_size", "classes", "positive", "normalize",
+                                   "image_size", "channels", "test_size"),
+    "only a saved run uses it (TrainSession or `mnistlab train`)": ("save_run", "out_dir", "name", "figures"),
+    "fit() trains with torch (the NumPy engine is `mnistlab train --engine numpy`)": ("engine",),
+}
+
+
+def fit(model: nn.Module, data: DataBundle, cfg: Config | None = None, hooks: Hooks | None = None) -> History:
+    """Train `model` on `data` as `cfg` says (default: Config()) and evaluate it on the test split.
 
     The model is moved (in place) to the device the data is on, e.g. `load_dataset(..., device="cuda")`;
-    `cfg.device` other than 'auto' must name that same device, or a ConfigError says so.
+    `cfg.device` other than 'auto' must name that same device, or a ConfigError says so. `cfg.threads`
+    sets torch's thread count. Settings that belong to load_dataset or to a saved run are refused
+    (FIT_REFUSES); the model's own settings (hidden, dropout, ...) describe the model you pass.
     """
+    cfg = cfg if cfg is not None else Config()
+    defaults = Config()
+    refused = [f"{name} ({why})" for why, names in FIT_REFUSES.items() for name in names
+               if getattr(cfg, name) != getattr(defaults, name)]
+    if data.name and cfg.dataset != defaults.dataset and cfg.dataset != data.name:
+        refused.append(f"dataset={cfg.dataset!r} (the data passed is {data.name!r}; load_dataset(...) picks it)")
+    if refused:
+        raise ConfigError("fit() does not use " + "; ".join(refused))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     return Trainer(model, data, cfg).fit(hooks)
