@@ -1,7 +1,5 @@
 """The notebook session README's "Python API" section shows (run: python docs/api_session.py)."""
 # ruff: noqa: E402  (cells, as a notebook would run them)
-import time
-
 import numpy as np
 
 from mnistlab import Classifier
@@ -11,9 +9,8 @@ raw = load_raw("mnist")  # the embedded MNIST as uint8 arrays
 x_train, y_train, x_test, y_test = raw.train_x, raw.train_y, raw.test_x, raw.test_y
 print(x_train.shape, x_train.dtype, y_train[:10])
 
-t = time.perf_counter()
-clf = Classifier("fastcnn", seed=0).fit(x_train, y_train)
-print(f"fit in {time.perf_counter() - t:.1f} s; test accuracy {clf.score(x_test, y_test):.4f}")
+clf = Classifier("fastcnn", seed=0).fit(x_train, y_train)  # the default recipe, on all 60,000 images
+print(f"test accuracy {clf.score(x_test, y_test):.4f}")
 print(clf.predict(x_test[:10]), y_test[:10])
 print(np.round(clf.predict_proba(x_test[:1]), 3))
 
