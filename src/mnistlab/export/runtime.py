@@ -103,9 +103,6 @@ class OnnxPredictor(ImagePredictor):
                                       f"{', '.join(self.missing)}) and its input {shape} is not one image "
                                       "tensor (N, C, H, W) to run with plain [0, 1] input") from None
             self.in_shape = tuple(int(d) for d in shape[1:])
-        if self.in_shape[0] not in (1, 3) or self.in_shape[1] != self.in_shape[2]:
-            raise CheckpointError(f"{path}: input (C, H, W) = {self.in_shape}; mnistlab prepares square gray "
-                                  "or RGB images only")
         if "class_names" in self.metadata:
             self.class_names = tuple(str(c) for c in json.loads(self.metadata["class_names"]))
         else:
