@@ -33,3 +33,7 @@ class TrainingDiverged(MnistlabError, RuntimeError):
 
 class MnistlabWarning(UserWarning):
     """Something the user should know that does not stop the run; the CLI prints it as one line."""
+
+
+class ExportError(MnistlabError, RuntimeError):
+    """A model that cannot be exported, or whose export does not match PyTorch (nothing is written)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import sys
+from pathlib import Path
 
 from mnistlab.errors import ConfigError
 
@@ -36,3 +39,11 @@ def check_positive(flag: str, value: int | None) -> None:
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each option's help; descriptions kept as written."""
+
+
+def module_doc(name: str) -> str:
+    """A module's docstring, read from its source without importing it (so `--help` needs no torch)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        return ""
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""

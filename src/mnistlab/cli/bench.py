@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnistlab import bench
-from mnistlab.cli._common import out
+from mnistlab.cli._common import module_doc, out
 from mnistlab.cli.train import add_config_options, config_from_args
 from mnistlab.config import PRESETS
 from mnistlab.errors import ConfigError
@@ -23,6 +22,7 @@ def _seed_list(text: str) -> list[int]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run both paths, one line per measured run, then the environment, the table and the JSON file."""
+    from mnistlab import bench
     from mnistlab.fileio import atomic_write_json
 
     cfg = config_from_args(args)
@@ -49,7 +49,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `mnistlab bench` to the CLI."""
     p = subparsers.add_parser("bench", help="time the classic loop and mnistlab side by side; JSON + Markdown table",
-                              description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=module_doc("mnistlab.bench"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="speedrun", help="training preset for both paths (default: speedrun)")
     p.add_argument("--target", type=float, default=0.99, help="target test accuracy (default: 0.99)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="seeds for mnistlab's path (default: 0,1,2,3,4)")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from mnistlab.lessons.experiments import get_experiment, list_experiments, run_experiment
-from mnistlab.lessons.experiments.common import ROUGH_NOTE, Options, format_table
 
 
 def _positive_float(text: str) -> float:
@@ -21,15 +19,40 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Experiments:
+    """The experiment names, looked up only when argparse checks or lists them: the lessons import
+    torch, which `mnistlab predict model.onnx` must not pay for."""
+
+    def _names(self) -> list[str]:
+        from mnistlab.lessons.experiments import list_experiments
+
+        return list_experiments()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+class _ExperimentParser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        from mnistlab.lessons.experiments import get_experiment, list_experiments
+
+        lines = "\n".join(f"  {name:<12} {get_experiment(name).description}" for name in list_experiments())
+        self.description = f"Run one of the lectures' experiments on the embedded MNIST.\n\nexperiments:\n{lines}"
+        return super().format_help()
+
+
 def register(sub: Any) -> None:
     """Add the `experiment` subcommand to the main parser's subparsers."""
-    lines = "\n".join(f"  {name:<12} {get_experiment(name).description}" for name in list_experiments())
     p = sub.add_parser(
         "experiment", help="run a classic lesson: a table, figures and an HTML report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"Run one of the lectures' experiments on the embedded MNIST.\n\nexperiments:\n{lines}",
+        description="Run one of the lectures' experiments on the embedded MNIST.",
     )
-    p.add_argument("name", metavar="NAME", choices=list_experiments(), help="experiment: " + ", ".join(list_experiments()))
+    p.__class__ = _ExperimentParser  # the list of experiments is filled in when --help shows it
+    p.add_argument("name", metavar="NAME", choices=_Experiments(), help="experiment: %(choices)s")
     p.add_argument("--quick", action="store_true", help="seconds instead of minutes: a data subset, few steps, rough numbers")
     p.add_argument("--out-dir", help="output folder (default: experiments/<name>-<time>)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -42,6 +65,8 @@ def register(sub: Any) -> None:
 def cmd_experiment(args: argparse.Namespace) -> int:
     """Run the experiment, then print its tables, notes and files."""
     from mnistlab.errors import ConfigError
+    from mnistlab.lessons.experiments import run_experiment
+    from mnistlab.lessons.experiments.common import ROUGH_NOTE, Options, format_table
 
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")

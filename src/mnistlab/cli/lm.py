@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mnistlab.cli._common import out as _out
 from mnistlab.errors import ConfigError
-from mnistlab.lessons.lm.train import LMConfig
+from mnistlab.lessons.lm.config import LMConfig
 
 
 def _add_lm_options(parser: argparse.ArgumentParser) -> None:

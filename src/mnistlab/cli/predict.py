@@ -13,7 +13,7 @@ from mnistlab.errors import ConfigError
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print a label per image (or the ImageId,Label table of --csv); exit 1 when every input is blank."""
     from mnistlab.data.images import find_blanks
-    from mnistlab.evaluation.predict import Predictor
+    from mnistlab.export.runtime import load_predictor
 
     if not args.images and not args.csv:
         raise ConfigError("predict needs IMAGE files or --csv FILE (rows of pixels, e.g. the Digit Recognizer test.csv)")
@@ -22,7 +22,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out and not args.csv:
         raise ConfigError("--out writes the ImageId,Label table of --csv; for images use --json")
     check_positive("--top-k", args.top_k)
-    predictor = Predictor.from_checkpoint(args.run, device=args.device)
+    predictor = load_predictor(args.run, device=args.device)  # an .onnx file runs on onnxruntime, without torch
     if args.csv:
         from mnistlab.data.custom import fit_to_model, read_pixel_csv
         from mnistlab.fileio import atomic_write_text
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "(\"no digit found\"; JSON \"blank\": true, no class), and the exit status is 1 "
                                           "when every input is blank. --csv rows always get a label (the submission format "
                                           "needs one); blank rows are counted in one warning line.")
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder, a .safetensors checkpoint or an exported .onnx file")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--csv", metavar="FILE", help="classify the rows of a pixel CSV (pixel0..pixelN, label column optional)")
     p.add_argument("--out", metavar="FILE", help="with --csv: write ImageId,Label rows (numbered from 1) here, not to stdout")

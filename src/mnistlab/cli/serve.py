@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
         description="Serve a trained image model: GET / is a page to draw digits on, POST /api/predict takes an "
                     "image (or JSON base64 / pixels, or a batch), GET /api/model is the model card, GET /healthz.",
     )
-    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME) or a .safetensors checkpoint")
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (runs/NAME), a .safetensors checkpoint or an exported .onnx file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--max-body", type=_megabytes, default=4.0, metavar="MB",
@@ -69,9 +69,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from mnistlab.serve.app import create_app
     except ImportError:
         raise MnistlabError(INSTALL_HINT) from None
-    import torch
+    from mnistlab.export.runtime import is_onnx_path
 
-    torch.set_num_threads(args.threads)
+    if not is_onnx_path(args.run):  # an .onnx file runs on onnxruntime (one thread per session), without torch
+        import torch
+
+        torch.set_num_threads(args.threads)
     app = create_app(args.run, device=args.device, max_body=int(args.max_body * 1024 * 1024),
                      workers=args.workers, cors_origins=args.cors)
     card = app.state.service.card

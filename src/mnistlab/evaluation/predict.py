@@ -8,21 +8,75 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
-from mnistlab.runs.checkpoint import load_checkpoint
 from mnistlab.data.images import find_blanks, prepare_image
-from mnistlab.device import resolve_device, uses_convolutions
 from mnistlab.errors import ConfigError
-from mnistlab.training.losses import as_class_logits, class_probabilities
+
+if TYPE_CHECKING:
+    import torch
+
+
+class ImagePredictor:
+    """The predictor interface: prepared uint8 images -> class probabilities, and everything built on that.
+
+    Two backends implement `probabilities`: `Predictor` (a PyTorch checkpoint) here and
+    `mnistlab.export.runtime.OnnxPredictor` (an exported .onnx file through onnxruntime, no torch).
+    Preparation, blanks, top-k and the answer format are shared, so both give the same answers.
+    """
+
+    class_names: tuple[str, ...]
+    in_shape: tuple[int, int, int]
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W[, C]) -> float32 class probabilities (N, K)."""
+        raise NotImplementedError
+
+    def prepare(self, sources: Sequence) -> np.ndarray:
+        """Images (paths, bytes, PIL images or arrays) -> uint8 (N, H, W[, C]) prepared like MNIST."""
+        c, h, _ = self.in_shape
+        return np.stack([prepare_image(s, size=h, channels=c) for s in sources])
+
+    def classify(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Already-prepared uint8 images (N, H, W[, C]), e.g. CSV rows, -> class indices (N,); no re-centring.
+
+        Every row gets a class, blank ones too (`find_blanks` tells which those are).
+        """
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        preds = [self.probabilities(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
+        return np.concatenate(preds).astype(np.int64) if preds else np.zeros(0, dtype=np.int64)
+
+    def predict_files(self, sources: Sequence, top_k: int = 3) -> list[dict]:
+        """One dict per image: file and blank, then (when not blank) label, class index, probability, top-k classes.
+
+        `top_k` is clamped to the number of classes; below 1 it is a ConfigError.
+        """
+        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ConfigError(f"--top-k must be a positive integer, got {top_k!r}")
+        images = self.prepare(sources)
+        blanks = find_blanks(images)
+        probs = np.asarray(self.probabilities(images), dtype=np.float32)
+        k = min(top_k, probs.shape[1])
+        indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # ties: the lower class first, as topk
+        values = np.take_along_axis(probs, indices, axis=1)
+        out = []
+        for src, blank, v, i in zip(sources, blanks.tolist(), values.tolist(), indices.tolist()):
+            entry: dict = {"file": str(src) if isinstance(src, (str, os.PathLike)) else "<image>", "blank": blank}
+            if not blank:
+                entry.update({
+                    "label": self.class_names[i[0]], "class": i[0], "prob": v[0],
+                    "top": [{"label": self.class_names[j], "class": j, "prob": p} for j, p in zip(i, v)],
+                })
+            out.append(entry)
+        return out
 
 
 @dataclass
-class Predictor:
-    """A model in eval mode with the normalisation it was trained with."""
+class Predictor(ImagePredictor):
+    """A PyTorch model in eval mode with the normalisation it was trained with."""
 
     model: torch.nn.Module
     class_names: tuple[str, ...]
@@ -34,6 +88,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu") -> "Predictor":
+        import torch
+
+        from mnistlab.device import resolve_device, uses_convolutions
+        from mnistlab.runs.checkpoint import load_checkpoint
+
         ckpt = load_checkpoint(path)
         dev = resolve_device(device)
         model = ckpt.build_model().to(dev).eval()
@@ -44,49 +103,15 @@ class Predictor:
         std = torch.tensor(ckpt.norm[1], device=dev).view(1, channels, 1, 1)
         return cls(model, ckpt.class_names, mean, std, ckpt.in_shape, ckpt.cfg.loss, dev)
 
-    def prepare(self, sources: Sequence) -> np.ndarray:
-        """Images (paths, bytes, PIL images or arrays) -> uint8 (N, H, W[, C]) prepared like MNIST."""
-        c, h, _ = self.in_shape
-        return np.stack([prepare_image(s, size=h, channels=c) for s in sources])
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W[, C]) -> class probabilities (N, K), float32 on the CPU."""
+        import torch
 
-    @torch.inference_mode()
-    def probabilities(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 images (N, H, W[, C]) -> class probabilities (N, K) on the CPU."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
-        x = (x.float() / 255.0 - self.mean) / self.std
-        logits = as_class_logits(self.model(x).float())
-        return class_probabilities(logits, self.loss).cpu()
+        from mnistlab.training.losses import as_class_logits, class_probabilities
 
-    def classify(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """Already-prepared uint8 images (N, H, W[, C]), e.g. CSV rows, -> class indices (N,); no re-centring.
-
-        Every row gets a class, blank ones too (`find_blanks` tells which those are).
-        """
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        preds = [self.probabilities(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
-        return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-
-    def predict_files(self, sources: Sequence, top_k: int = 3) -> list[dict]:
-        """One dict per image: file and blank, then (when not blank) label, class index, probability, top-k classes.
-
-        `top_k` is clamped to the number of classes; below 1 it is a ConfigError.
-        """
-        if not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ConfigError(f"--top-k must be a positive integer, got {top_k!r}")
-        images = self.prepare(sources)
-        blanks = find_blanks(images)
-        probs = self.probabilities(images)
-        k = min(top_k, probs.shape[1])
-        values, indices = probs.topk(k, dim=1)
-        out = []
-        for src, blank, v, i in zip(sources, blanks.tolist(), values.tolist(), indices.tolist()):
-            entry: dict = {"file": str(src) if isinstance(src, (str, os.PathLike)) else "<image>", "blank": blank}
-            if not blank:
-                entry.update({
-                    "label": self.class_names[i[0]], "class": i[0], "prob": v[0],
-                    "top": [{"label": self.class_names[j], "class": j, "prob": p} for j, p in zip(i, v)],
-                })
-            out.append(entry)
-        return out
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
+            x = (x.float() / 255.0 - self.mean) / self.std
+            logits = as_class_logits(self.model(x).float())
+            return class_probabilities(logits, self.loss).cpu().numpy()

@@ -36,8 +36,8 @@ from starlette.routing import Route
 
 from mnistlab.data.images import find_blanks
 from mnistlab.errors import MnistlabError
-from mnistlab.evaluation.predict import Predictor
-from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
+from mnistlab.evaluation.predict import ImagePredictor
+from mnistlab.export.runtime import OnnxPredictor, load_predictor
 
 log = logging.getLogger("mnistlab.serve")
 
@@ -72,12 +72,17 @@ class BadRequest(Exception):
 # ----------------------------------------------------------------------------- the model
 
 
-def model_card(checkpoint: str | os.PathLike, predictor: Predictor) -> dict[str, Any]:
+def model_card(checkpoint: str | os.PathLike, predictor: ImagePredictor) -> dict[str, Any]:
     """What the page shows about the model: name, data set, test accuracy, parameters, class names.
 
     The test accuracy is the run's own evaluation.json (or its metrics.jsonl "test" record), and only
-    for the checkpoint that `mnistlab train` scored (last.safetensors); otherwise it is None.
+    for the checkpoint that `mnistlab train` scored (last.safetensors); otherwise it is None. An .onnx
+    file's card comes from its own metadata.
     """
+    if isinstance(predictor, OnnxPredictor):
+        return predictor.card()
+    from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
+
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     accuracy = None
@@ -121,7 +126,7 @@ def _run_accuracy(run: Path) -> float | None:
 class Service:
     """A Predictor and its card; turns request items (bytes or pixel arrays) into answers."""
 
-    predictor: Predictor
+    predictor: ImagePredictor
     card: dict[str, Any]
 
     def prepare(self, items: Sequence[bytes | np.ndarray]) -> np.ndarray:
@@ -278,7 +283,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
-    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    predictor = load_predictor(checkpoint, device=device)  # an .onnx file: onnxruntime, no torch
     service = Service(predictor, model_card(checkpoint, predictor))
     # Threads preparing and classifying at once. (A model thread batching concurrent requests was
     # tried: with at most `workers` images prepared at a time its batches stay tiny, and it saved nothing.)

@@ -1,0 +1,43 @@
+"""`mnistlab export RUN --format onnx`: a self-contained .onnx file, checked against PyTorch (the `onnx` extra)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mnistlab.cli._common import Formatter, out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export, print the check's figures (and int8's accuracy and speed change), then the file written."""
+    from mnistlab.export.onnx_export import export_onnx
+
+    r = export_onnx(args.run, out=args.out, opset=args.opset, quantize=args.quantize, on_step=out)
+    out(f"onnxruntime vs PyTorch on {r['test_images']:,} test images: max probability difference {r['max_prob_diff']:.2e}, "
+        f"same class {100 * r['agreement']:.2f}%",
+        f"test accuracy: PyTorch {100 * r['torch_accuracy']:.2f}%, ONNX fp32 {100 * r['onnx_accuracy']:.2f}%")
+    if args.quantize:
+        change = 100 * (r["int8_accuracy"] - r["onnx_accuracy"])
+        out(f"int8: test accuracy {100 * r['int8_accuracy']:.2f}% ({change:+.2f} points vs fp32), same class as fp32 "
+            f"{100 * r['int8_agreement']:.2f}%; {r['int8_images_per_s']:,.0f} vs {r['fp32_images_per_s']:,.0f} images/s "
+            f"batched ({r['int8_images_per_s'] / r['fp32_images_per_s']:.2f}x); {r['bytes']:,} vs {r['fp32_bytes']:,} bytes")
+    out(f"wrote {r['out']} ({r['bytes'] / 1024:,.0f} KiB)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `mnistlab export` to the CLI."""
+    p = subparsers.add_parser(
+        "export", help="export a run to ONNX (checked against PyTorch) for onnxruntime without torch",
+        formatter_class=Formatter,
+        description="Export a run's model to one .onnx file: float32 images (N, C, H, W) in [0, 1] in, logits out, the "
+                    "normalisation inside the graph and the class names, data set, test accuracy and image preparation "
+                    "in its metadata. The export is checked on the run's whole test set (onnxruntime against PyTorch) "
+                    "and nothing is written unless it matches. Needs the onnx extra: pip install 'mnistlab[onnx]'. "
+                    "`mnistlab predict FILE.onnx IMAGE...` and `mnistlab serve FILE.onnx` then run without torch.")
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the file format")
+    p.add_argument("--out", metavar="FILE", help="where to write (default: RUN/model.onnx, or model.int8.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.add_argument("--quantize", choices=("int8",), help="also quantize with onnxruntime (static QDQ; dynamic for "
+                                                         "recurrent models) and report accuracy and speed against fp32")
+    p.set_defaults(func=cmd_export)
