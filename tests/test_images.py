@@ -508,3 +508,18 @@ def test_find_blanks_agrees_with_is_blank(mnist_raw):
     assert images.find_blanks(colour).tolist() == images.find_blanks(batch).tolist()
     with pytest.raises(ValueError, match="uint8 images"):
         images.find_blanks(batch.astype(np.float32))
+
+
+def test_an_opaque_alpha_channel_changes_nothing():
+    """Canvas exports are RGBA with alpha 255 everywhere: prepared exactly like the same picture without alpha."""
+    rgb = draw_seven().convert("RGB")
+    rgba = rgb.copy()
+    rgba.putalpha(255)
+    as_png = io.BytesIO()
+    rgba.save(as_png, "PNG")
+    expected = prepare_image(rgb)
+    assert expected.max() > 0
+    np.testing.assert_array_equal(prepare_image(as_png.getvalue()), expected)
+    np.testing.assert_array_equal(prepare_image(rgba), expected)
+    la = rgb.convert("L").convert("LA")
+    np.testing.assert_array_equal(prepare_image(la), prepare_image(rgb.convert("L")))

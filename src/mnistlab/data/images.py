@@ -36,6 +36,7 @@ NOISE_FLOOR = 0.1  # ink fainter than this fraction of the darkest ink is backgr
 TRIM_MASS = 0.001  # the bounding box ignores this fraction of the ink mass on each side (specks)
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as PIL's convert("L")
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -87,7 +88,9 @@ def _decode(fp: io.IOBase, name: str, draft_side: int | None) -> Image.Image:
         raise ImageError(f"{name}: not a recognised image format") from None
     except Exception as exc:  # Pillow's plugins raise many types (struct.error, ...) on bad headers
         raise ImageError(f"{name}: unreadable image header ({_one_line(exc)})") from None
-    with im:
+    # Not `with im`: closing would free the pixels, and copying them out costs as much as a small
+    # PNG's decoding. The caller closes `fp`; a loaded frame no longer needs it.
+    try:
         width, height = im.size
         if width * height > MAX_PIXELS:
             raise ImageError(
@@ -104,10 +107,16 @@ def _decode(fp: io.IOBase, name: str, draft_side: int | None) -> Image.Image:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # broken EXIF
                 im.load()
-                # A new image (transposed or copied), so the file can be closed even for multi-frame.
-                return ImageOps.exif_transpose(im)
+                if im.getexif().get(_ORIENTATION, 1) != 1:
+                    im = ImageOps.exif_transpose(im)
+                elif getattr(im, "n_frames", 1) > 1:
+                    im = im.copy()  # one frame, free of the file the others live in
+                return im
         except Exception as exc:  # truncated data, broken streams, bad EXIF: all mean a corrupt file
             raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
+    except ImageError:
+        im.close()
+        raise
 
 
 def _one_line(exc: BaseException) -> str:
@@ -117,12 +126,20 @@ def _one_line(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- to arrays
 
-def _pil_to_array(im: Image.Image, name: str, channels: int) -> np.ndarray:
-    """A PIL image -> an array of shape (H, W) or (H, W, C) with C in 2..4 (gray+alpha, RGB, RGBA)."""
+def _pil_to_array(im: Image.Image, name: str, channels: int, upright: bool = False) -> np.ndarray:
+    """A PIL image -> an array of shape (H, W) or (H, W, C) with C in 2..4 (gray+alpha, RGB, RGBA).
+
+    `upright`: the image is known to need no EXIF rotation (`load_image` has applied it).
+    """
     try:
-        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag; images we decoded are already upright
+        if not upright and im.getexif().get(_ORIENTATION, 1) != 1:
             im = ImageOps.exif_transpose(im)
         mode = im.mode
+        if mode in ("RGBA", "LA") and im.getextrema()[-1][0] == 255:
+            # Fully opaque (a canvas export, most PNGs): compositing would give the colours back
+            # unchanged, so drop the alpha here, in C, and skip the float compositing.
+            im = im.convert("RGB" if mode == "RGBA" else "L")
+            mode = im.mode
         if mode.startswith("I;16") or mode in ("I", "F"):
             pass  # numpy reads them as ints or floats, scaled from their own range below
         elif mode in ("P", "PA") or "transparency" in im.info:
@@ -363,7 +380,7 @@ def _source_array(source: ImageSource, channels: int) -> tuple[np.ndarray, str]:
         name = getattr(source, "filename", "") or "<PIL image>"
         return _pil_to_array(source, name, channels), name
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{len(source)} bytes>"
-    return _pil_to_array(load_image(source, draft_side=WORK_SIDE // 2), name, channels), name
+    return _pil_to_array(load_image(source, draft_side=WORK_SIDE // 2), name, channels, upright=True), name
 
 
 def is_blank(source: ImageSource) -> bool:
