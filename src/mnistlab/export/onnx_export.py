@@ -97,18 +97,23 @@ def default_out(checkpoint: str | os.PathLike, quantize: str | None = None) -> P
     return path.parent / f"{stem}{'.int8' if quantize else ''}.onnx"
 
 
-def test_set(ckpt: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The run's test split as float32 (N, C, H, W) in [0, 1] and its labels (N,) or multi-hot (N, K)."""
+CALIBRATION_IMAGES = 256  # training images that calibrate int8 (never test images: those score it)
+
+
+def test_set(ckpt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The run's test split as float32 (N, C, H, W) in [0, 1], its labels (N,) or multi-hot (N, K), and
+    CALIBRATION_IMAGES random training images in the same form (for int8 calibration)."""
     cfg = ckpt.cfg
     raw = load_any(cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size, channels=cfg.channels,
                    test_size=cfg.test_size, seed=cfg.seed)
-    bundle = build_bundle(raw.train_x[:1], raw.train_y[:1], raw.test_x, raw.test_y, raw.class_names, name=cfg.dataset,
-                          val_size=0, normalize="unit", device="cpu", seed=cfg.seed, classes=cfg.classes,
-                          positive=cfg.positive, warn=False)
+    pick = np.random.default_rng(0).permutation(len(raw.train_x))[:CALIBRATION_IMAGES]
+    bundle = build_bundle(raw.train_x[pick], raw.train_y[pick], raw.test_x, raw.test_y, raw.class_names,
+                          name=cfg.dataset, val_size=0, normalize="unit", device="cpu", seed=cfg.seed,
+                          classes=cfg.classes, positive=cfg.positive, warn=False)
     x, y = bundle.test.x.float().contiguous().numpy(), bundle.test.y.numpy()
     if tuple(x.shape[1:]) != ckpt.in_shape:
         raise ExportError(f"{cfg.dataset}: test images are {tuple(x.shape[1:])} but the model takes {ckpt.in_shape}")
-    return x, y
+    return x, y, bundle.train.x.float().contiguous().numpy()
 
 
 def accuracy(probs: np.ndarray, y: np.ndarray, threshold: float) -> float:
@@ -213,7 +218,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         raise ExportError(f"{ckpt.path}: the {cfg.model} model cannot be exported to ONNX (opset {opset}): {detail}") from None
     proto = onnx.load_from_string(buf.getvalue())
 
-    x, y = test_set(ckpt)
+    x, y, calib = test_set(ckpt)
     say(f"checking onnxruntime against PyTorch on the {len(x):,} test images of {cfg.dataset}")
     session = open_session(proto.SerializeToString())
     ort_probs = _batched(lambda b: probabilities_from_logits(session.run(None, {"images": b})[0], rule), x)
@@ -251,8 +256,6 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     data = proto.SerializeToString()
     if quantize:
         say("quantizing to int8")
-        rng = np.random.default_rng(0)
-        calib = x[rng.permutation(len(x))[:256]]
         try:
             q = onnx.load_from_string(_quantize(data, calib, cfg.model in ("rnn", "lstm", "gru")))
         except MnistlabError:
