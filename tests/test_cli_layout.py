@@ -22,7 +22,7 @@ from mnistlab import cli
 PACKAGE = Path(mnistlab.__file__).resolve().parent
 CLI_DIR = PACKAGE / "cli"
 # The order `mnistlab --help` has always listed them in.
-EXPECTED = ["train", "evaluate", "predict", "serve", "models", "datasets", "report", "experiment", "bench", "lm", "tabular"]
+EXPECTED = ["train", "evaluate", "predict", "serve", "models", "datasets", "report", "experiment", "bench", "lm", "tabular", "sweep"]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
