@@ -78,8 +78,10 @@ def _given(args: argparse.Namespace) -> set[str]:
 
 
 def _run_workers(spec: Any, per_worker: list[int], threads: int | None, quiet: bool) -> None:
-    if len(per_worker) == 1:
-        _worker_main(spec, per_worker[0], 0, threads, quiet)
+    if len(per_worker) == 1:  # in this process: errors and Ctrl-C reach cmd_sweep and main as usual
+        from mnistlab.sweep.study import run_worker
+
+        run_worker(spec, per_worker[0], 0, on_trial=None if quiet else (lambda row: out(trial_line(row))))
         return
     import multiprocessing
 
@@ -127,9 +129,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if studies.is_database(storage) and storage.startswith("sqlite") and args.workers > 1:
         raise ConfigError("--storage sqlite: SQLite locks under several writers; with --workers above 1 use the default "
                           "journal file (one machine) or a postgresql:// or mysql:// URL (several machines)")
-    stored = None if (given or args.space) else studies.stored_settings(study, storage)
+    stored = None if (given - {"out_dir"} or args.space) else studies.stored_settings(study, storage)
     if stored:  # a bare `mnistlab sweep --study S --storage URL`: continue with the study's own settings
-        base = Config.from_dict(stored[0])
+        base = Config.from_dict({**stored[0], "out_dir": base.out_dir})
         space_json, where, given = stored[1], f"study {study}", set()
     elif args.space:
         space_json, where = spaces.read_space(args.space), f"--space {args.space}"
@@ -158,7 +160,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _run_workers(spec, per_worker, threads, args.quiet)
     except KeyboardInterrupt:
         _, rows = studies.load_trials(spec)
-        done = [r for r in rows[before:] if r["state"] in ("COMPLETE", "PRUNED", "FAIL")]
+        done = [r for r in rows[before:] if r["state"] in ("COMPLETE", "PRUNED", "FAIL") and r["error"] != studies.INTERRUPTED]
         left = max(1, args.trials - len(done))
         err(f"interrupted: {len(done)} trial(s) of this sweep finished and are kept in {storage}; "
             f"resume with: {resume} --trials {left}")

@@ -30,6 +30,7 @@ from mnistlab.sweep.space import Param
 
 INSTALL = "mnistlab sweep needs Optuna: pip install 'mnistlab[sweep]' (or: pip install optuna)"
 # Data-loading fields: trials that agree on them share one loaded copy of the data in a worker.
+INTERRUPTED = "interrupted (Ctrl-C)"
 DATA_FIELDS = ("dataset", "data_dir", "val_size", "train_size", "classes", "positive", "normalize", "image_size",
                "channels", "test_size", "seed", "device")
 
@@ -101,7 +102,8 @@ def create_or_load(spec: SweepSpec, space_json: dict[str, Any]) -> tuple[Any, in
         study.set_user_attr("fixed", fixed)
         study.set_user_attr("space", space_json)
     else:
-        diffs = [k for k in fixed if stored["fixed"].get(k) != fixed[k]]
+        # out_dir only says where the results are written: it may change.
+        diffs = [k for k in fixed if k != "out_dir" and stored["fixed"].get(k) != fixed[k]]
         if diffs:
             raise ConfigError(f"study {spec.study!r} in {spec.storage} was started with other fixed settings "
                               f"(different: {', '.join('--' + d.replace('_', '-') for d in diffs)}): give the same options "
@@ -193,6 +195,9 @@ def run_worker(spec: SweepSpec, n_trials: int, worker: int = 0,
             history = session.fit(on_epoch_end=on_epoch_end)
         except TrainingDiverged as e:
             trial.set_user_attr("error", str(e))
+            raise
+        except KeyboardInterrupt:  # Optuna records the trial as failed: say why, so that it is not counted as run
+            trial.set_user_attr("error", INTERRUPTED)
             raise
         trial.set_user_attr("train_seconds", history.train_seconds)
         return float(history.epochs[-1]["val_acc"])
