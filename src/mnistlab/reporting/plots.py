@@ -16,7 +16,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import NullFormatter, PercentFormatter
 
 from mnistlab.fileio import atomic_write_bytes
 
@@ -327,7 +327,8 @@ def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.Pat
     """Validation accuracy per trial, and against each searched parameter (one panel each).
 
     `trials` are dicts with "number", "state" (COMPLETE, PRUNED, FAIL, ...), "val_acc" (the last value
-    reported; None for a failed trial) and "params". Failed trials are marked at the bottom.
+    reported, so a pruned trial sits at the epoch where it was stopped; None for a failed trial) and
+    "params". Failed trials are marked at the bottom.
     """
     style = {"COMPLETE": ("tab:blue", "o"), "PRUNED": ("tab:orange", "v"), "FAIL": ("tab:red", "x")}
     scored = [t["val_acc"] for t in trials if t.get("val_acc") is not None]
@@ -360,6 +361,7 @@ def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.Pat
             scatter(ax, values, having)
             if name in log_params:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
         else:  # choices such as widths or an activation: one column per choice
             labels = sorted({",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v) for v in values})
             index = [labels.index(",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)) for v in values]
