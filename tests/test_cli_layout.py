@@ -22,7 +22,8 @@ from mnistlab import cli
 PACKAGE = Path(mnistlab.__file__).resolve().parent
 CLI_DIR = PACKAGE / "cli"
 # The order `mnistlab --help` has always listed them in.
-EXPECTED = ["train", "evaluate", "predict", "serve", "export", "models", "datasets", "report", "experiment", "bench", "lm", "tabular"]
+EXPECTED = ["train", "evaluate", "predict", "serve", "export", "sweep", "models", "datasets", "report", "experiment", "bench", "lm",
+            "tabular"]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

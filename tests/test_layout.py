@@ -19,7 +19,7 @@ LAYERS = {
     "training": 2, "reporting": 2,
     "evaluation": 3,
     "runs": 4,
-    "lessons": 5, "bench": 5, "estimator": 5, "serve": 5, "export": 5,
+    "lessons": 5, "bench": 5, "estimator": 5, "serve": 5, "export": 5, "sweep": 5,
     "cli": 6, "__main__": 7,
 }
 

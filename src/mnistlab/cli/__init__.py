@@ -14,12 +14,13 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from mnistlab.cli import bench, datasets, evaluate, experiment, export, lm, models, predict, report, serve, tabular, train
+from mnistlab.cli import (bench, datasets, evaluate, experiment, export, lm, models, predict, report, serve, sweep,
+                          tabular, train)
 from mnistlab.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PROG, Formatter, err, warn
 from mnistlab.errors import MnistlabError, MnistlabWarning
 
 # The command modules, in the order `mnistlab --help` lists them.
-COMMANDS = (train, evaluate, predict, serve, export, models, datasets, report, experiment, bench, lm, tabular)
+COMMANDS = (train, evaluate, predict, serve, export, sweep, models, datasets, report, experiment, bench, lm, tabular)
 
 
 def build_parser() -> argparse.ArgumentParser:

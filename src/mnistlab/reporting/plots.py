@@ -12,11 +12,11 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import NullFormatter, PercentFormatter
 
 from mnistlab.fileio import atomic_write_bytes
 
@@ -319,4 +319,57 @@ def plot_weight_templates(weights: Any, path: str | os.PathLike,
             ax.set_title(names[i], fontsize=9)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
     fig.suptitle("weight templates per class")
+    return _save(fig, path)
+
+
+def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.PathLike,
+               log_params: Collection[str] = (), title: str = "sweep") -> Path:
+    """Validation accuracy per trial, and against each searched parameter (one panel each).
+
+    `trials` are dicts with "number", "state" (COMPLETE, PRUNED, FAIL, ...), "val_acc" (the last value
+    reported, so a pruned trial sits at the epoch where it was stopped; None for a failed trial) and
+    "params". Failed trials are marked at the bottom.
+    """
+    style = {"COMPLETE": ("tab:blue", "o"), "PRUNED": ("tab:orange", "v"), "FAIL": ("tab:red", "x")}
+    scored = [t["val_acc"] for t in trials if t.get("val_acc") is not None]
+    floor = min(scored) if scored else 0.0
+    panels = 1 + len(params)
+    cols = min(panels, 3)
+    rows = (panels + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+
+    def scatter(ax: Any, xs: list, trial_rows: list[dict]) -> None:
+        for state, (color, marker) in style.items():
+            pts = [(x, t["val_acc"] if t.get("val_acc") is not None else floor)
+                   for x, t in zip(xs, trial_rows) if t["state"] == state]
+            if pts:
+                ax.scatter(*zip(*pts), c=color, marker=marker, s=22, label=state.lower())
+        ax.grid(alpha=0.3)
+
+    scatter(axes[0], [t["number"] for t in trials], list(trials))
+    axes[0].set_xlabel("trial")
+    axes[0].set_ylabel("validation accuracy")
+    axes[0].set_title(title)
+    if trials:
+        axes[0].legend(fontsize=7)
+    for ax, name in zip(axes[1:], params):
+        having = [t for t in trials if name in t["params"]]
+        values = [t["params"][name] for t in having]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric:
+            scatter(ax, values, having)
+            if name in log_params:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
+        else:  # choices such as widths or an activation: one column per choice
+            labels = sorted({",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v) for v in values})
+            index = [labels.index(",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)) for v in values]
+            scatter(ax, index, having)
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0)
+        ax.set_xlabel(name)
+        ax.set_ylabel("validation accuracy")
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    fig.tight_layout()
     return _save(fig, path)
