@@ -263,11 +263,45 @@ def test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
                 time.sleep(0.2)
         assert r.json()["label"] == "7"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=90)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err and "warning" not in err
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
+def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(tmp_path):
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    try:
+        proc.stdout.readline()
+        url = proc.stdout.readline().split()[1]
+        deadline = time.time() + 90  # each process imports torch and loads the model
+        answers, workers = [], []
+        while len(answers) < 4:
+            try:
+                with httpx.Client(timeout=10) as client:  # a new connection each time: the kernel spreads them
+                    answers.append(client.post(url + "api/predict", content=png(drawing("7")), headers=PNG).json())
+            except httpx.TransportError:
+                assert time.time() < deadline, "the worker processes did not start"
+                time.sleep(0.3)
+        workers = [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        assert len(workers) == 2  # uvicorn's spawned server processes (not multiprocessing's resource tracker)
+        assert all(a["label"] == "7" for a in answers)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]  # both stopped (and reaped) with the parent
 
 
 def test_serve_warns_in_one_line_on_other_hosts(tmp_path):
@@ -279,7 +313,7 @@ def test_serve_warns_in_one_line_on_other_hosts(tmp_path):
         url_line = proc.stdout.readline()
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=90)
     assert warning.startswith("mnistlab: warning: listening on 0.0.0.0: anyone who can reach this machine")
     assert url_line.startswith("open http://0.0.0.0:")
 
@@ -288,6 +322,8 @@ def test_serve_refuses_bad_flags_missing_runs_and_busy_ports(tmp_path):
     from mnistlab.cli import main
 
     assert main(["serve", str(FIXTURE), "--port", "70000"]) == 2
+    assert main(["serve", str(FIXTURE), "--workers", "0"]) == 2
+    assert main(["serve", str(FIXTURE), "--concurrency", "0"]) == 2
     assert main(["serve", str(tmp_path), "--port", "0"]) == 1  # no checkpoint there
     import socket
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import socket
 import sys
 from typing import Any
@@ -39,8 +41,12 @@ def register(sub: Any) -> None:
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN (repeatable; '*' for any). Default: none")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="where to run the model (default: cpu)")
-    p.add_argument("--workers", type=int, default=2, help="images prepared and classified at once (default: 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per prediction (default: 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port, each with its own copy of the model (default: 1; "
+                        "one per CPU core serves the most requests)")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="images prepared and classified at once in each process (default: 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default: 1)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -60,7 +66,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
-    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+    for flag, value in (("--workers", args.workers), ("--concurrency", args.concurrency), ("--threads", args.threads)):
         if value < 1:
             raise ConfigError(f"{flag} must be positive, got {value}")
     try:
@@ -75,8 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    app = create_app(args.run, device=args.device, max_body=int(args.max_body * 1024 * 1024),
-                     workers=args.workers, cors_origins=args.cors)
+    options = dict(checkpoint=os.path.abspath(args.run), device=args.device, max_body=int(args.max_body * 1024 * 1024),
+                   concurrency=args.concurrency, cors_origins=list(args.cors))
+    app = create_app(**options)  # here too with --workers: a bad run fails once, before any process starts
     card = app.state.service.card
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -88,11 +95,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {card['model']} on {card['dataset']} ({card['parameters']:,} parameters{accuracy})", flush=True)
     print(f"open http://{shown}:{port}/  (API: POST /api/predict; Ctrl-C stops)", flush=True)
     # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
-                            limit_concurrency=MAX_CONNECTIONS)
-    server = uvicorn.Server(config)
+    settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
+                    limit_concurrency=MAX_CONNECTIONS)
     try:
-        server.run(sockets=[sock])
+        if args.workers == 1:
+            uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
+        else:
+            from uvicorn.supervisors import Multiprocess
+
+            from mnistlab.serve.app import OPTIONS_ENV
+
+            del app  # each process builds its own (uvicorn spawns them; an app does not pickle)
+            os.environ[OPTIONS_ENV] = json.dumps({**options, "threads": args.threads})
+            config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, workers=args.workers, **settings)
+            Multiprocess(config, sockets=[sock]).run()  # restarts a process that dies; Ctrl-C stops them all
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after shutting down cleanly
         pass
     finally:

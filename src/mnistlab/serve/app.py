@@ -4,7 +4,8 @@ Every request body is read with a cap (413 beyond it); an image's size is read f
 before it is decoded (413 for a decompression bomb); only a few raster formats are opened at all
 (415 for other content types, 422 for bytes that are none of them); malformed JSON, base64 or pixel
 arrays are 422. All errors answer `{"error": "..."}`. Preparation and inference run in worker
-threads (at most `workers` at once), never on the event loop.
+threads (at most `concurrency` at once), never on the event loop. `app_from_env` builds the same app
+in each process of `mnistlab serve --workers N`.
 """
 
 from __future__ import annotations
@@ -279,15 +280,15 @@ def create_app(
     max_body: int = MAX_BODY,
     max_pixels: int = MAX_PIXELS,
     max_batch: int = MAX_BATCH,
-    workers: int = 2,
+    concurrency: int = 2,
     cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
     predictor = load_predictor(checkpoint, device=device)  # an .onnx file: onnxruntime, no torch
     service = Service(predictor, model_card(checkpoint, predictor))
     # Threads preparing and classifying at once. (A model thread batching concurrent requests was
-    # tried: with at most `workers` images prepared at a time its batches stay tiny, and it saved nothing.)
-    limiter = anyio.CapacityLimiter(max(1, workers))
+    # tried: with at most `concurrency` images prepared at a time its batches stay tiny, and it saved nothing.)
+    limiter = anyio.CapacityLimiter(max(1, concurrency))
     page = resources.files("mnistlab.serve").joinpath("page.html").read_text(encoding="utf-8")
     shape = predictor.in_shape
 
@@ -345,3 +346,21 @@ def create_app(
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.service = service
     return app
+
+
+OPTIONS_ENV = "MNISTLAB_SERVE_OPTIONS"  # create_app's arguments, as JSON, for the worker processes
+
+
+def app_from_env() -> Starlette:
+    """The app of one worker process of `mnistlab serve --workers N` (uvicorn's factory).
+
+    The parent puts create_app's keyword arguments in $MNISTLAB_SERVE_OPTIONS as JSON, plus
+    `threads` (torch's thread count; ignored for .onnx files, which never import torch).
+    """
+    options = json.loads(os.environ[OPTIONS_ENV])
+    threads = options.pop("threads", None)
+    if threads and not str(options["checkpoint"]).endswith(".onnx"):
+        import torch
+
+        torch.set_num_threads(threads)
+    return create_app(**options)
