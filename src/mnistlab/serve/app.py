@@ -134,10 +134,10 @@ class Service:
         """Encoded images (prepared like MNIST) or already-prepared uint8 arrays -> uint8 (N, H, W[, C])."""
         return np.stack([x if isinstance(x, np.ndarray) else self.predictor.prepare([x])[0] for x in items])
 
-    def classify(self, images: np.ndarray) -> list[dict[str, Any]]:
+    def classify(self, images: np.ndarray, blanks: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Prepared images -> one answer each: blank (the one rule), class, label, probabilities, prepared."""
         p = self.predictor
-        blanks = find_blanks(images)
+        blanks = find_blanks(images) if blanks is None else blanks
         probs = p.probabilities(images)
         out = []
         for image, blank, row in zip(images, blanks.tolist(), probs.tolist()):
@@ -151,7 +151,14 @@ class Service:
         return out
 
     def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
-        return self.classify(self.prepare(items))
+        images = self.prepare(items)
+        # An image prepared here is blank exactly when preparation found no ink and gave zeros (the
+        # blank rule ran inside prepare_image); pixel arrays sent ready-made get the rule itself.
+        sent = np.array([isinstance(x, np.ndarray) for x in items])
+        blanks = ~images.reshape(len(images), -1).any(axis=1)
+        if sent.any():
+            blanks[sent] = find_blanks(images[sent])
+        return self.classify(images, blanks)
 
 
 # ----------------------------------------------------------------------------- request parsing
