@@ -37,3 +37,7 @@ class MnistlabWarning(UserWarning):
 
 class ExportError(MnistlabError, RuntimeError):
     """A model that cannot be exported, or whose export does not match PyTorch (nothing is written)."""
+
+
+class DistributedError(MnistlabError, RuntimeError):
+    """A data-parallel job that cannot go on: another rank failed, vanished or hung past the timeout."""

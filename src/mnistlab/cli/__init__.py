@@ -39,10 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn our errors into one line and an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs the same command under torchrun
     previous = warnings.showwarning
 
     def show_warning(message: Warning | str, category: type[Warning], *where: Any) -> None:
@@ -56,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MnistlabError as e:
-        err(str(e))
+        if type(e).__name__ != "ConfigError" or _is_main_rank():  # under torchrun, one line for what all ranks refuse
+            err(str(e))
         return EXIT_USAGE if type(e).__name__ == "ConfigError" else EXIT_ERROR
     except MemoryError:
         err("out of memory: use a smaller data set, --train-size or --batch-size, or a machine with more memory")

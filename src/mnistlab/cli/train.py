@@ -224,9 +224,56 @@ def describe_run(session: "TrainSession", resumed: bool = False) -> str:
     )
 
 
+def launch_torchrun(args: argparse.Namespace) -> int:
+    """`--nproc N`: run this same command under torchrun with N processes on this machine; its exit status.
+
+    torchrun runs in its own session, so Ctrl-C reaches it once, forwarded from here: it then sends
+    SIGTERM to every rank, and rank 0 saves one checkpoint.
+    """
+    import subprocess
+
+    from mnistlab.training.distributed import env_world, torchrun_command
+
+    if env_world() > 1:
+        raise ConfigError("--nproc: this process already runs under torchrun; give --nproc-per-node to torchrun instead")
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc {args.nproc}: give at least 1 process")
+    argv, skip = [], False
+    for a in getattr(args, "argv", None) or sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    child = subprocess.Popen(torchrun_command(args.nproc, argv), start_new_session=True)
+
+    def forward(signum: int, frame: Any) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a run: the first line, a progress bar and one row per epoch, then the test result."""
+    from mnistlab.training.distributed import shutdown
+
+    if getattr(args, "nproc", None) not in (None, 1):
+        return launch_torchrun(args)
+    try:
+        return _train(args)
+    finally:
+        shutdown()  # leave torchrun's process group, if this process joined one
+
+
+def _train(args: argparse.Namespace) -> int:
     from mnistlab.runs.session import TrainSession, check_names
+    from mnistlab.training.distributed import current, env_world
 
     if args.resume:
         changes = resume_changes(args)
@@ -236,6 +283,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         if cfg.engine == "numpy":
+            if env_world() > 1:
+                raise ConfigError("--engine numpy trains in one process; run it without torchrun or --nproc")
             from mnistlab.cli.numpy_engine import run_numpy
 
             check_names(cfg)
@@ -243,6 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         session = TrainSession.start(cfg)
     cfg = session.cfg
     data = session.data
+    dist = current()
+    if not dist.is_main:  # rank 0 alone prints, shows the progress bar and writes the run
+        args.quiet = True
     progress = not args.quiet
     bar = None
 
@@ -278,6 +330,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         out(describe_run(session, resumed=bool(args.resume)))
+        if dist.active:
+            shares = f"{cfg.batch_size // dist.world}" + ("" if cfg.batch_size % dist.world == 0 else f"-{cfg.batch_size // dist.world + 1}")
+            out(f"data-parallel: {dist.world} processes ({'nccl' if dist.comm_device.type == 'cuda' else 'gloo'}), "
+                f"global batch {cfg.batch_size} ({shares} images per rank)")
     start = time.perf_counter()
     try:
         with _StopFlag() as stop:
@@ -296,6 +352,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except session.Interrupted as e:
         if bar is not None:
             bar.close()
+        if not dist.is_main:
+            return EXIT_INTERRUPTED
         if session.run:
             err(
                 f"interrupted at step {e.state.step}; checkpoint saved to {session.run.checkpoint_path('last')}. "
@@ -304,6 +362,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             err(f"interrupted at step {e.state.step} (--no-save-run: nothing saved)")
         return EXIT_INTERRUPTED
+    if not dist.is_main:
+        return 0
     test = history.test
     n = len(data.test)
     correct = round(test.acc * n)
@@ -328,5 +388,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="JSON file of options (e.g. a run's config.json)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel training in N processes on this machine (runs this command under torchrun)")
     add_config_options(p)
     p.set_defaults(func=cmd_train)

@@ -172,18 +172,20 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
 
 def augment_batch(
     x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0, max_rotate: float = 0.0, max_scale: float = 0.0,
-    flip: bool = False,
+    flip: bool = False, rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Random shifts (pixels), rotations (degrees), scalings and (if `flip`) left-right mirroring of
     half the images, as one affine warp for the whole batch.
 
     Flip only data whose classes survive mirroring (clothes): a mirrored digit is a different
     character. `x` must be normalised so that the background is its minimum value, which is what
-    the warp fills the border with.
+    the warp fills the border with. `rows` (first, total): `x` is rows first.. of a batch of `total`
+    (a data-parallel rank's share): the whole batch's numbers are drawn and this share's used.
     """
     b, _, h, w = x.shape
+    first, total = rows or (0, b)
     # Draw on the CPU generator so that results do not depend on the device.
-    r = torch.rand(b, 4, generator=generator) * 2 - 1
+    r = (torch.rand(total, 4, generator=generator) * 2 - 1)[first : first + b]
     angle = r[:, 0] * math.radians(max_rotate)
     scale = 1 + r[:, 3] * max_scale
     tx = r[:, 1] * max_shift * 2 / w  # affine_grid works in [-1, 1] coordinates
@@ -191,7 +193,7 @@ def augment_batch(
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     # A mirror negates the x column of the sampling matrix (drawn only when asked, so that runs
     # without flips keep their random stream).
-    mirror = 1 - 2 * (torch.rand(b, generator=generator) < 0.5).float() if flip else torch.ones(b)
+    mirror = 1 - 2 * (torch.rand(total, generator=generator)[first : first + b] < 0.5).float() if flip else torch.ones(b)
     theta = torch.stack([torch.stack([cos * mirror, -sin, tx], 1), torch.stack([sin * mirror, cos, ty], 1)], 1)
     theta = theta.to(x.device, x.dtype)
     background = x.amin()

@@ -17,6 +17,7 @@ from mnistlab.data.loader import DataBundle, load_dataset
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, list_models, model_options, models_using
 from mnistlab.runs.rundir import RunDir, check_resumable, restore_trainer, save_trainer
+from mnistlab.training.distributed import Dist, init_from_env
 from mnistlab.training.trainer import History, Hooks, Trainer, TrainingInterrupted, resolve_device
 
 
@@ -109,6 +110,14 @@ def build_model(cfg: Config, data: DataBundle) -> torch.nn.Module:
         raise ConfigError(str(e)) from None
 
 
+def _join(device: torch.device) -> tuple[Dist, torch.device]:
+    """Under torchrun: join the process group; on CUDA this rank's GPU is cuda:LOCAL_RANK."""
+    dist = init_from_env(device)
+    if dist.active and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    return dist, device
+
+
 @dataclass
 class TrainSession:
     """A config, its data, model, trainer and (optionally) run directory."""
@@ -125,17 +134,25 @@ class TrainSession:
     def start(cls, cfg: Config, data: DataBundle | None = None) -> "TrainSession":
         """A new run: validate names, load data, build the model, create the run folder."""
         check_names(cfg)
-        if cfg.save_run:
-            RunDir.check_free(cfg)  # a taken --name fails before the data is loaded
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
         if cfg.bf16 and device.type != "cuda":  # the trainer would quietly train in float32
             raise ConfigError(f"--bf16: bfloat16 autocast runs on CUDA only; this run trains on {device.type}")
+        dist, device = _join(device)
+        taken = None
+        if cfg.save_run and dist.is_main:  # only rank 0 writes the run folder
+            try:
+                RunDir.check_free(cfg)  # a taken --name fails before the data is loaded
+            except ConfigError as e:
+                taken = str(e)
+        taken = dist.agree(taken)  # every rank stops on rank 0's refusal
+        if taken:
+            raise ConfigError(taken)
         data = data or load_data(cfg, device)
         model = build_model(cfg, data).to(device)
         trainer = Trainer(model, data, cfg)
-        run = RunDir.create(cfg) if cfg.save_run else None
+        run = RunDir.create(cfg) if cfg.save_run and dist.is_main else None
         return cls(cfg, data, model, trainer, run)
 
     @classmethod
@@ -153,12 +170,15 @@ class TrainSession:
         check_names(cfg, options=False)  # the stored config was checked when the run started
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        data = load_data(cfg, resolve_device(cfg.device))
+        dist, device = _join(resolve_device(cfg.device))
+        data = load_data(cfg, device)
         model = build_model(cfg, data).to(data.train.x.device)
         trainer = Trainer(model, data, cfg)
-        state = restore_trainer(run, trainer)
+        state = restore_trainer(run, trainer)  # every rank reads the checkpoint; only rank 0 writes
         if state.finished:
             raise ConfigError(f"{run.path}: this run already finished (step {state.step}); nothing to resume")
+        if not dist.is_main:
+            return cls(cfg, data, model, trainer, None)
         run.truncate_records(state.step)
         return cls(cfg, data, model, trainer, run)
 

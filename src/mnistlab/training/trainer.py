@@ -27,6 +27,7 @@ from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permuta
 # resolve_device and uses_convolutions moved to device.py; they stay importable from here.
 from mnistlab.device import autocast, resolve_device, same_device, synchronize, use_channels_last, uses_convolutions
 from mnistlab.errors import ConfigError, TrainingDiverged
+from mnistlab.training.distributed import Dist, current, wrap
 from mnistlab.training.losses import compute_loss, predict_classes, predict_labels
 from mnistlab.training.optim import SGD, build_optimizer
 from mnistlab.training.schedule import lr_at
@@ -231,9 +232,10 @@ class ImageTask(Task):
         perm = epoch_permutation(len(tr.data.train), cfg.seed, epoch, self.device)  # now, not on the first batch
 
         def generate() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-            for x, y in iterate_batches(tr.data.train, cfg.batch_size, perm, start=start):
+            for x, y, rows in _rank_batches(tr.data.train, cfg.batch_size, perm, start, tr.dist):
                 if cfg.augment:
-                    x = augment_batch(x, tr.aug_generator, cfg.aug_shift, cfg.aug_rotate, cfg.aug_scale, cfg.aug_flip)
+                    x = augment_batch(x, tr.aug_generator, cfg.aug_shift, cfg.aug_rotate, cfg.aug_scale, cfg.aug_flip,
+                                      rows=rows)
                 if tr.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 yield x, y
@@ -245,7 +247,10 @@ class ImageTask(Task):
         x, y = batch
         with autocast(self.device, tr.autocast_dtype):
             logits = model(x).float()
-        loss = compute_loss(logits, y, cfg.loss, cfg.effective_label_smoothing)
+        if y.shape[0]:
+            loss = compute_loss(logits, y, cfg.loss, cfg.effective_label_smoothing)
+        else:  # an empty share of a last batch smaller than the world: zero gradients, still in DDP's graph
+            loss = logits.sum() * 0.0
         with torch.no_grad():
             if y.dim() == 1:
                 correct = (predict_classes(logits) == y).sum()
@@ -279,6 +284,36 @@ class ImageTask(Task):
     def diverged(self, loss: float, step: int, lr: float) -> str:
         return (f"the loss became {loss} at step {step} (lr {lr:.3g}): training stopped; "
                 f"try a lower learning rate, e.g. --lr {self.trainer.cfg.peak_lr / 10:g}")
+
+
+def _rank_batches(split: Split, batch_size: int, perm: torch.Tensor, start: int,
+                  dist: Dist) -> Iterable[tuple[torch.Tensor, torch.Tensor, tuple[int, int] | None]]:
+    """(x, y, rows) of this rank's share of each global batch of `batch_size` from batch `start` on.
+
+    One process: the whole batch (rows None). Under DDP each global batch perm[i:i+B] is cut into
+    contiguous shares (Dist.share); rows = (first row, global batch size) lets augmentation draw the
+    global batch's random numbers and take this share's, as one process would.
+    """
+    if not dist.active:
+        for x, y in iterate_batches(split, batch_size, perm, start=start):
+            yield x, y, None
+        return
+    n = len(split)
+    for i in range(start * batch_size, n, batch_size):
+        size = min(batch_size, n - i)
+        lo, hi = dist.share(0, size)
+        idx = perm[i + lo : i + hi]
+        yield split.x[idx], split.y[idx], (lo, size)
+
+
+def combine_eval(part: EvalResult, dist: Dist) -> EvalResult:
+    """Exact sums over the ranks' parts of a split: the loss and accuracy of the whole, logits in order."""
+    m = part.logits.shape[0]
+    t = torch.tensor([part.loss * m, round(part.acc * m), m], dtype=torch.float64, device=dist.comm_device)
+    loss_sum, correct, n = dist.all_reduce_sum(t).tolist()
+    logits = dist.all_gather_rows(part.logits.to(dist.comm_device)).to(part.logits.device)
+    n = max(1.0, n)
+    return EvalResult(loss_sum / n, correct / n, logits, part.seconds)
 
 
 def check_device(cfg: Config, data: DataBundle) -> torch.device:
@@ -315,6 +350,7 @@ class Trainer:
             if optimizer is None or total_steps is None or schedule is None:
                 raise TypeError("Trainer(task=...) needs an optimizer, total_steps and a schedule")
             self.task, self.device = task, task.device
+            self.dist = Dist()  # other tasks train in one process
             model.to(self.device)
             self.optimizer, self.total_steps, self.schedule = optimizer, total_steps, schedule
             self.steps_per_epoch = task.steps_per_epoch
@@ -333,7 +369,14 @@ class Trainer:
         self.steps_per_epoch = num_batches(len(data.train), cfg.batch_size)
         self.total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.autocast_dtype = torch.bfloat16 if (cfg.bf16 and self.device.type == "cuda") else None
-        self.forward = torch.compile(model) if cfg.compile else model
+        # Under torchrun (training/distributed.py) training steps go through DistributedDataParallel;
+        # evaluation runs the bare model on this rank's part of a split and sums the parts.
+        self.dist = current()
+        self.local_forward = torch.compile(model) if cfg.compile else model
+        self.forward = self.local_forward
+        if self.dist.active:
+            ddp = wrap(model, self.dist)
+            self.forward = torch.compile(ddp) if cfg.compile else ddp
         self.schedule = None
         self.grad_clip, self.log_every, self.target = cfg.grad_clip, cfg.log_every, cfg.target_acc
         self.task = ImageTask(self)
@@ -345,8 +388,14 @@ class Trainer:
         return lr_at(step, self.total_steps, cfg.peak_lr, cfg.schedule, cfg.warmup, self.steps_per_epoch, cfg.step_every, cfg.gamma)
 
     def evaluate(self, split: Split, tta: bool = False) -> EvalResult:
-        return evaluate(self.forward, split, self.cfg.loss, self.cfg.eval_batch_size, tta, self.channels_last, self.autocast_dtype,
-                        self.cfg.threshold, tta_mirror=self.cfg.aug_flip)
+        dist = self.dist
+        if dist.active:
+            dist.broadcast_buffers(self.model)  # every rank evaluates rank 0's model (batch norm statistics)
+            lo, hi = dist.share(0, len(split))
+            split = Split(split.x[lo:hi], split.y[lo:hi])
+        result = evaluate(self.local_forward, split, self.cfg.loss, self.cfg.eval_batch_size, tta, self.channels_last,
+                          self.autocast_dtype, self.cfg.threshold, tta_mirror=self.cfg.aug_flip)
+        return combine_eval(result, dist) if dist.active else result
 
     def fit(self, hooks: Hooks | None = None) -> History:
         """Train until `total_steps` (or the target), evaluating as the task says, then run its test."""
@@ -387,11 +436,15 @@ class Trainer:
                 for group in opt.param_groups:
                     group["lr"] = lr
                 loss, n, correct = task.loss(self.forward, batch)
+                backward, stop_agreed = loss, None
+                if self.dist.active:  # the global batch's loss and counts; a stop asked on any rank stops all
+                    asked = bool(hooks.should_stop and hooks.should_stop())
+                    backward, loss, n, correct, stop_agreed = self.dist.reduce_step(loss, n, correct, asked)
                 # One sync per step: a NaN/inf loss must stop the run before it poisons the weights.
                 if not torch.isfinite(loss).item():
                     raise TrainingDiverged(task.diverged(loss.item(), st.step + 1, lr))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                backward.backward()
                 if self.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
                 opt.step()
@@ -426,7 +479,7 @@ class Trainer:
                     clock = time.perf_counter()
                 if st.step >= self.total_steps or st.finished:
                     break
-                if hooks.should_stop and hooks.should_stop():
+                if stop_agreed if stop_agreed is not None else (hooks.should_stop and hooks.should_stop()):
                     st.train_seconds += time.perf_counter() - clock
                     if hooks.save_checkpoint:
                         hooks.save_checkpoint("last", st)

@@ -1,0 +1,244 @@
+"""Data-parallel training (training/distributed.py): shares of one permutation, exact sums, rank 0 writes.
+
+The sharding is checked in-process with a Dist of rank r of 2 (no process group needed to cut
+batches); the rest runs real 2-process gloo jobs through torchrun (`mnistlab train --nproc 2`, or
+`python -m torch.distributed.run`) against their single-process twins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mnistlab.config import Config
+from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permutation
+from mnistlab.runs.checkpoint import load_checkpoint
+from mnistlab.training.distributed import Dist
+from mnistlab.training.trainer import Trainer
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# mlp on 1,010 MNIST images, a global batch of 101 (shares of 50 and 51), no dropout, no batch norm.
+MLP = ["--model", "mlp", "--train-size", "1010", "--batch-size", "101", "--device", "cpu", "--no-figures", "--threads", "1"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
+def mnistlab(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnistlab", *args], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "last.safetensors").model_state()
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+# ----------------------------------------------------------------------------- in process
+
+
+def _index_bundle(n: int) -> DataBundle:
+    """Images whose one pixel is their index: a batch says which images it holds."""
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1)
+    split = Split(x, torch.zeros(n, dtype=torch.long))
+    return DataBundle(split, None, split, ("a", "b"), (1, 1, 1), (0.0,), (1.0,))
+
+
+def _epoch(trainer: Trainer, dist: Dist, epoch: int) -> list[list[int]]:
+    trainer.dist = dist
+    return [x.flatten().long().tolist() for x, _ in trainer.task.batches(epoch, 0)]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_image_is_seen_once_per_epoch_across_ranks(world):
+    n, batch = 103, 10  # a last batch of 3: with 3 ranks, shares of 1
+    trainer = Trainer(nn.Sequential(nn.Flatten(), nn.Linear(1, 2)), _index_bundle(n), Config(batch_size=batch, seed=5))
+    orders = []
+    for epoch in range(2):
+        one = _epoch(trainer, Dist(), epoch)
+        shares = [_epoch(trainer, Dist(r, world), epoch) for r in range(world)]
+        assert all(len(s) == trainer.steps_per_epoch == 11 for s in shares)  # every rank takes every step
+        for step, whole in enumerate(one):
+            parts = [s[step] for s in shares]
+            assert sum(parts, []) == whole  # rank order = the one process's batch: the global batch is --batch-size
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        seen = sorted(i for s in shares for b in s for i in b)
+        assert seen == list(range(n))  # once each, no padding
+        assert sum(one, []) == epoch_permutation(n, 5, epoch, "cpu").tolist()
+        orders.append(sum(one, []))
+    assert orders[0] != orders[1]  # reshuffled every epoch
+
+
+def test_augmenting_shares_draws_the_global_batch_numbers():
+    x = torch.rand(9, 1, 28, 28)
+    x[..., :3, :] = 0.0  # every image has background (the minimum), as normalised digits do
+    whole = augment_batch(x, torch.Generator().manual_seed(3), 2.0, 10.0, 0.1, flip=True)
+    parts = [augment_batch(x[lo:hi], torch.Generator().manual_seed(3), 2.0, 10.0, 0.1, flip=True, rows=(lo, 9))
+             for lo, hi in (Dist(0, 2).share(0, 9), Dist(1, 2).share(0, 9))]
+    torch.testing.assert_close(torch.cat(parts), whole)
+
+
+# ----------------------------------------------------------------------------- 2-process gloo jobs
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory) -> Path:
+    """The same mlp run, 2 epochs, trained by `--nproc 2` (runs/two) and by one process (runs/one)."""
+    root = tmp_path_factory.mktemp("ddp")
+    two = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "two", "--nproc", "2", cwd=root)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "one", cwd=root)
+    assert one.returncode == 0, one.stderr[-3000:]
+    (root / "two.out").write_text(two.stdout)
+    (root / "one.out").write_text(one.stdout)
+    return root
+
+
+def test_two_processes_end_with_the_weights_of_one(twins):
+    a, b = weights(twins / "runs" / "one"), weights(twins / "runs" / "two")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert any((v != 0).any() for v in a.values())
+
+
+def test_distributed_metrics_equal_single_process_ones(twins):
+    for kind in ("epoch", "test"):
+        one, two = records(twins / "runs" / "one", kind), records(twins / "runs" / "two", kind)
+        assert len(one) == len(two) == (2 if kind == "epoch" else 1)
+        for r1, r2 in zip(one, two):
+            for key in ("train_loss", "val_loss", "test_loss"):
+                if key in r1:
+                    assert r2[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
+            for key in ("train_acc", "val_acc", "test_acc"):
+                if key in r1:
+                    assert r2[key] == r1[key], key  # counts summed exactly over the ranks
+    ev1 = json.loads((twins / "runs" / "one" / "evaluation.json").read_text())
+    ev2 = json.loads((twins / "runs" / "two" / "evaluation.json").read_text())
+    assert ev2["confusion_matrix"] == ev1["confusion_matrix"]  # the gathered test logits, in order
+
+
+def test_only_rank_0_writes_and_prints(twins):
+    assert sorted(p.name for p in (twins / "runs").iterdir()) == ["one", "two"]
+    out = (twins / "two.out").read_text()
+    assert out.count("Test set:") == 1 and out.count("epoch   1/2") == 1
+    assert "data-parallel: 2 processes (gloo), global batch 101 (50-51 images per rank)" in out
+    test_line = [line for line in out.splitlines() if line.startswith("Test set:")]
+    assert test_line == [line for line in (twins / "one.out").read_text().splitlines() if line.startswith("Test set:")]
+
+
+def test_batch_norm_keeps_per_rank_statistics_and_evaluates_rank_0s_model(tmp_path):
+    """fastcnn has batch norm: each rank normalises its share by the share's statistics (not SyncBatchNorm),
+    so the weights differ from one process's; the model saved (rank 0's running statistics) is the one
+    that every rank evaluated: a single-process evaluation of it gives the test accuracy reported."""
+    bn = ["--model", "fastcnn", "--train-size", "600", "--batch-size", "100", "--epochs", "1", "--device", "cpu",
+          "--no-figures", "--threads", "1", "--out-dir", "runs"]
+    two = mnistlab("train", *bn, "--name", "two", "--nproc", "2", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = mnistlab("train", *bn, "--name", "one", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = weights(tmp_path / "runs" / "one"), weights(tmp_path / "runs" / "two")
+    means = [k for k in a if k.endswith("running_mean")]
+    assert means and all(not torch.equal(b[k], torch.zeros_like(b[k])) for k in means)
+    assert max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()) > 1e-4
+    reported = records(tmp_path / "runs" / "two", "test")[0]
+    ev = mnistlab("evaluate", "runs/two", "--device", "cpu", cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert f"accuracy    {reported['test_acc']:.4f}" in ev.stdout and f"loss        {reported['test_loss']:.4f}" in ev.stdout
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rank_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((e[5:].decode() for e in env if e.startswith(b"RANK=")), None)
+
+
+def _wait_for_epoch(run: Path, proc: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").exists() and '"epoch"' in (run / "metrics.jsonl").read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch record in {run} (exit status {proc.poll()})")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
+def test_a_killed_rank_ends_the_job_quickly(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
+           "--nproc-per-node", "2", "-m", "mnistlab", "train", *MLP, "--epochs", "500", "-q",
+           "--out-dir", "runs", "--name", "long"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_epoch(tmp_path / "runs" / "long", proc)
+        rank1 = [p for p in _children(proc.pid) if _rank_of(p) == "1"]
+        assert rank1, "rank 1 not found"
+        os.kill(rank1[0], signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = proc.communicate(timeout=90)
+        took = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert took < 60, f"the job took {took:.0f} s to end after rank 1 was killed"
+    assert "Signal 9 (SIGKILL)" in stderr or "lost contact with the other ranks" in stderr, stderr[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sends SIGTERM")
+def test_sigterm_saves_one_checkpoint_and_resume_continues_bit_for_bit(tmp_path):
+    """SIGTERM mid-run: rank 0 saves one checkpoint; `--resume` under DDP ends with the weights of an
+    uninterrupted 2-process run. (Against one process the weights agree to float rounding for a few
+    epochs, as test_two_processes_end_with_the_weights_of_one shows; over hundreds of steps at this
+    learning rate those rounding differences grow, as they would between two CPUs.)"""
+    args = [*MLP, "--epochs", "20", "--out-dir", "runs", "-q", "--nproc", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", *args, "--name", "cut"],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_epoch(tmp_path / "runs" / "cut", proc)
+        proc.send_signal(signal.SIGTERM)  # forwarded to torchrun, which sends SIGTERM to both ranks
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert stderr.count("checkpoint saved to") == 1, stderr[-3000:]
+    state = load_checkpoint(tmp_path / "runs" / "cut" / "last.safetensors").train_state
+    assert 0 < state["step"] < 200 and not state["finished"]
+    resumed = mnistlab("train", "--resume", "runs/cut", "--nproc", "2", "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full = mnistlab("train", *args, "--name", "full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    a, b = weights(tmp_path / "runs" / "full"), weights(tmp_path / "runs" / "cut")
+    for k in a:
+        assert torch.equal(b[k], a[k]), k
+    def curve(run: str) -> list:
+        return [(r["epoch"], r["step"], r["val_loss"], r["val_acc"]) for r in records(tmp_path / "runs" / run, "epoch")]
+
+    assert curve("cut") == curve("full")  # one record per epoch (train_loss of the cut epoch counts only its resumed steps)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["cut", "full"]
