@@ -10,7 +10,7 @@ from mnistlab.errors import ConfigError
 
 
 @pytest.mark.parametrize("setting, named", [
-    (dict(save_run=False), "save_run (only a saved run uses it"),
+    (dict(name="demo"), "name (only a saved run uses it"),
     (dict(out_dir="elsewhere", figures=False), "out_dir"),
     (dict(val_size=0.2), "val_size (load_dataset(...) takes it)"),
     (dict(normalize="unit"), "normalize"),

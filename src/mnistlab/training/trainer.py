@@ -506,7 +506,8 @@ class Trainer:
 FIT_REFUSES = {
     "load_dataset(...) takes it": ("data_dir", "val_size", "train_size", "classes", "positive", "normalize",
                                    "image_size", "channels", "test_size"),
-    "only a saved run uses it (TrainSession or `mnistlab train`)": ("save_run", "out_dir", "name", "figures"),
+    # (save_run and figures may be anything: fit never saves or draws, whatever they say.)
+    "only a saved run uses it (TrainSession or `mnistlab train`)": ("out_dir", "name"),
     "fit() trains with torch (the NumPy engine is `mnistlab train --engine numpy`)": ("engine",),
 }
 
