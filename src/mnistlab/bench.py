@@ -135,7 +135,7 @@ def _timed(fn: Callable[[], Any], repeats: int = REPEATS, burn_in: int = BURN_IN
 
 def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
     """Train and measure one path ('classic' or 'mnistlab') in this process."""
-    from mnistlab.data.loader import build_bundle
+    from mnistlab.data.loader import build_bundle, num_batches
     from mnistlab.data.raw import load_raw
     from mnistlab.runs.session import build_model
     from mnistlab.device import resolve_device
@@ -148,7 +148,8 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
     data = build_bundle(raw.train_x, raw.train_y, raw.test_x, raw.test_y, raw.class_names, name=cfg.dataset,
                         val_size=0, normalize="standard", device=device, seed=cfg.seed)
     model = build_model(cfg, data).to(device)
-    epochs = math.ceil(cfg.epochs)
+    total = cfg.total_steps(num_batches(len(data.train), cfg.batch_size))
+    epochs = math.ceil(total / num_batches(len(data.train), cfg.batch_size))
     curve: list[tuple[int, float, float]] = []  # (epoch, train seconds so far, test accuracy)
     result: dict[str, Any] = {"path": path, "seed": cfg.seed, "model": cfg.model, "dataset": cfg.dataset}
 
@@ -160,7 +161,6 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
         test_loader = torch.utils.data.DataLoader(ClassicDataset(raw.test_x, raw.test_y, mean, std), batch_size=1000)
         opt = build_optimizer(model, cfg)
         steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
-        total = cfg.steps or math.ceil(cfg.epochs * steps_per_epoch)
 
         def lr_for_step(step: int) -> float:
             return lr_at(step, total, cfg.peak_lr, cfg.schedule, cfg.warmup, steps_per_epoch, cfg.step_every, cfg.gamma)
@@ -194,7 +194,8 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
 
     # Single-image latency after load: one PNG through the predictor (decode, prepare, forward).
     result["single_image_ms"] = _single_image_latency(model, data, cfg, raw.test_x[0])
-    images_seen = len(data.train) * min(cfg.epochs, len(curve)) if not cfg.steps else cfg.steps * cfg.batch_size
+    run_epochs = cfg.epochs if cfg.epochs is not None else total / num_batches(len(data.train), cfg.batch_size)
+    images_seen = len(data.train) * min(run_epochs, len(curve)) if not cfg.steps else cfg.steps * cfg.batch_size
     reached = next((c for c in curve if c[2] >= target), None)
     result.update(
         train_seconds=train_s,

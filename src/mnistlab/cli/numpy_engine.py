@@ -32,7 +32,8 @@ def run_numpy(cfg: Config, quiet: bool = False) -> int:
         from mnistlab.lessons.scratch.train import DEFAULT_LR
 
         lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.model]
-        length = f"{cfg.steps:,} steps" if cfg.steps else f"{cfg.epochs:g} epochs"
+        length = (f"{cfg.steps:,} steps" if cfg.steps else f"{cfg.epochs:g} epochs" if cfg.epochs is not None
+                  else f"2 epochs, at least {cfg.min_steps:,} steps (--min-steps)")
         _out(f"{cfg.model} (NumPy, hand-written backprop) on {cfg.dataset}: mini-batch {optimiser_summary(cfg, lr)}, "
              f"{schedule_summary(cfg)}, batch {cfg.batch_size}, {length}")
     result = train_numpy(cfg, on_epoch_end=on_epoch_end)

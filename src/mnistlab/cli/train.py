@@ -212,8 +212,7 @@ def describe_run(session: "TrainSession", resumed: bool = False) -> str:
         training.append(f"label smoothing {cfg.effective_label_smoothing:g}")
     if cfg.augment:
         training.append("augmented")
-    steps = f"{trainer.total_steps:,} step{'' if trainer.total_steps == 1 else 's'}"
-    length = steps if cfg.steps else f"{cfg.epochs:g} epoch{'' if cfg.epochs == 1 else 's'} ({steps})"
+    length = cfg.run_length(trainer.steps_per_epoch)
     where = f"run {session.run.path}" if session.run else "no run directory (--no-save-run)"
     if resumed:
         where += f" (resumed at step {trainer.state.step:,})"

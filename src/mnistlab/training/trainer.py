@@ -367,7 +367,7 @@ class Trainer:
         self.optimizer = optimizer or build_optimizer(model, cfg)
         self.aug_generator = aug_generator or torch.Generator().manual_seed(cfg.seed + 1)
         self.steps_per_epoch = num_batches(len(data.train), cfg.batch_size)
-        self.total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.total_steps = cfg.total_steps(self.steps_per_epoch)
         self.autocast_dtype = torch.bfloat16 if (cfg.bf16 and self.device.type == "cuda") else None
         # Under torchrun (training/distributed.py) training steps go through DistributedDataParallel;
         # evaluation runs the bare model on this rank's part of a split and sums the parts.

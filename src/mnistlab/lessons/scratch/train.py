@@ -89,7 +89,7 @@ def train_numpy(cfg: Config, on_epoch_end: Callable[[dict], None] | None = None)
     model = create_numpy_model(cfg, x_train.shape[1], num_classes)
     peak_lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.model]
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    total_steps = cfg.steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total_steps = cfg.total_steps(steps_per_epoch)
 
     run = None
     if cfg.save_run:
