@@ -35,6 +35,6 @@ def run_experiment(name: str, opts: Options) -> Result:
 
 
 # Register the built-in experiments (import for side effect, after the registry exists), in lecture order.
-from mnistlab.lessons.experiments import depth, activations, overfit, losses, ova, multilabel, softmax, templates, rnn, shapes  # noqa: E402,F401
+from mnistlab.lessons.experiments import depth, activations, overfit, losses, ova, multilabel, softmax, templates, rnn, shapes, convolution, worked  # noqa: E402,F401
 
 __all__ = ["Experiment", "Options", "Result", "register_experiment", "list_experiments", "get_experiment", "run_experiment"]

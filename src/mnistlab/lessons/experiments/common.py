@@ -34,6 +34,7 @@ LECTURE: dict[str, Any] = {
 QUICK_TRAIN_SIZE = 2000  # training images in --quick mode
 QUICK_VAL_SIZE = 500  # validation images in --quick mode
 QUICK_TEST_SIZE = 1000  # test images in --quick mode (the first ones of the test split)
+LECTURE_TABLE = "lecture vs mnistlab"  # the table each lesson fills with lecture_row(); `experiment all` collects it
 ROUGH_NOTE = "--quick: a subset of the data and few steps; the numbers are rough, rerun without --quick for the real ones"
 
 
@@ -82,6 +83,20 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot store {type(value).__name__} in results.json")
+
+
+# ----------------------------------------------------------------------------- the lecture beside us
+
+
+def lecture_row(quantity: str, lecture: str, lecture_setting: str, ours: str, our_setting: str) -> dict[str, str]:
+    """One row of the LECTURE_TABLE: the lecture's number and setting beside ours (all already formatted)."""
+    return {"quantity": quantity, "lecture": lecture, "lecture_setting": lecture_setting, "mnistlab": ours,
+            "mnistlab_setting": our_setting}
+
+
+def pct(fraction: float, digits: int = 2) -> str:
+    """0.9644 -> '96.44%'."""
+    return f"{100 * fraction:.{digits}f}%"
 
 
 # ----------------------------------------------------------------------------- configs, data, training
