@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnistlab.lessons.experiments import get_experiment, list_experiments, run_experiment
-from mnistlab.lessons.experiments.common import ROUGH_NOTE, Options, format_table
+from mnistlab.lessons.experiments import ALL_PAGE, get_experiment, list_experiments, run_all, run_experiment
+from mnistlab.lessons.experiments.common import LECTURE_TABLE, ROUGH_NOTE, Options, Result, format_table
 
 
 def _positive_float(text: str) -> float:
@@ -24,12 +24,14 @@ def _positive_float(text: str) -> float:
 def register(sub: Any) -> None:
     """Add the `experiment` subcommand to the main parser's subparsers."""
     lines = "\n".join(f"  {name:<12} {get_experiment(name).description}" for name in list_experiments())
+    lines += f"\n  {'all':<12} every lesson above, then one HTML page ({ALL_PAGE}) with all of them"
     p = sub.add_parser(
         "experiment", help="run a classic lesson: a table, figures and an HTML report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Run one of the lectures' experiments on the embedded MNIST.\n\nexperiments:\n{lines}",
     )
-    p.add_argument("name", metavar="NAME", choices=list_experiments(), help="experiment: " + ", ".join(list_experiments()))
+    p.add_argument("name", metavar="NAME", choices=[*list_experiments(), "all"],
+                   help="experiment: " + ", ".join(list_experiments()) + ", or all")
     p.add_argument("--quick", action="store_true", help="seconds instead of minutes: a data subset, few steps, rough numbers")
     p.add_argument("--out-dir", help="output folder (default: experiments/<name>-<time>)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -50,6 +52,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                    epochs=args.epochs)
     if args.quick:
         print(f"note: {ROUGH_NOTE}", flush=True)
+    if args.name == "all":
+        return _run_all(opts, args.quick)
     result = run_experiment(args.name, opts)
     print(f"experiment {result.name}: {result.title}")
     for name, rows in result.tables.items():
@@ -62,4 +66,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.quick:
         print(f"note: {ROUGH_NOTE}")
     print(f"\nwrote {len(result.files)} files to {out_dir} in {result.seconds:.1f} s: {', '.join(result.files)}", flush=True)
+    return 0
+
+
+def _run_all(opts: Options, quick: bool) -> int:
+    """Every lesson in turn: after each, its lecture-vs-mnistlab table and time; then the page written."""
+
+    def done(result: Result) -> None:
+        print(f"\n{result.name}: {result.title} ({result.seconds:.1f} s)")
+        rows = result.tables.get(LECTURE_TABLE)
+        if rows:
+            print("\n".join(format_table(rows)))
+        print(flush=True)
+
+    results = run_all(opts, on_done=done)
+    total = sum(r.seconds for r in results)
+    print("lesson times: " + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in results))
+    if quick:
+        print(f"note: {ROUGH_NOTE}")
+    print(f"wrote {len(results)} lessons to {opts.out_dir} in {total:.1f} s; the page: {opts.out_dir / ALL_PAGE}", flush=True)
     return 0

@@ -279,18 +279,23 @@ def table_html(rows: Sequence[dict]) -> str:
 
 def render_html(result: Result, out_dir: Path) -> str:
     """One self-contained page: notes, every table, every figure (as a data URI) and the configs."""
+    return page.render_page(f"mnistlab experiment {result.name}: {result.title}", result_sections(result, out_dir))
+
+
+def result_sections(result: Result, out_dir: Path, level: int = 2) -> list[str]:
+    """The blocks of one experiment's page (headings at `level`), for its own page or the `all` page."""
     sections = [page.note(ROUGH_NOTE, "rough")] if result.quick else []
     sections += [page.note(n) for n in result.notes]
     sections.append(page.note(f"finished in {result.seconds:.1f} s"))
     for name, rows in result.tables.items():
-        sections += [page.heading(name), table_html(rows)]
+        sections += [page.heading(name, level), table_html(rows)]
     if result.figures:
-        sections.append(page.heading("Figures"))
+        sections.append(page.heading("Figures", level))
     sections += [page.figure(out_dir / name, name) for name in result.figures if (out_dir / name).is_file()]
     if result.configs:
-        sections.append(page.heading("Configurations"))
+        sections.append(page.heading("Configurations", level))
         sections += [page.details(name, json.dumps(cfg, indent=2)) for name, cfg in result.configs.items()]
-    return page.render_page(f"mnistlab experiment {result.name}: {result.title}", sections)
+    return sections
 
 
 def write_outputs(result: Result, out_dir: Path) -> None:
