@@ -28,7 +28,7 @@ def run(opts: Options) -> Result:
     data = None
     claims = []
     for cell in CELLS:
-        epochs = opts.epochs_for(default=float(LECTURE_EPOCHS if cell == "rnn" else GATED_EPOCHS), quick=1.0)
+        epochs = opts.epochs_for(default=float(LECTURE_EPOCHS if cell == "rnn" else GATED_EPOCHS), quick=3.0)
         cfg = make_config(opts, model=cell, hidden_size=HIDDEN_SIZE, optimizer="adam", lr=1e-3, epochs=epochs,
                           batch_size=LECTURE_BATCH)
         data = data or load(opts, cfg)
