@@ -155,7 +155,7 @@ def test_rnn_cells(tmp_path):
         assert cells["test_acc"] == ours and (cells["lecture_acc"], cells["lecture_epochs"]) == ("97.20%", "10")
         html_row = next(r for r in page.split("<tr>") if f">{cells['model']}</td>" in r)
         assert f">{ours}</td>" in html_row and ">97.20%</td>" in html_row
-    assert any("97.2% is after 10 epochs" in note for note in result.notes)
+    assert any("the lecture: 97.2%" in note for note in result.notes)
 
 
 def test_shapes_chain_and_explained_head(tmp_path):

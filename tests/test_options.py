@@ -65,11 +65,13 @@ def test_every_model_refuses_each_option_it_does_not_use(name):
     k = 2 if name == "logistic" else 10
     samples = {"hidden": (16,), "activation": "tanh", "dropout": 0.1, "batch_norm": True, "init": "kaiming",
                "channels": (8, 16), "kernel_size": 3, "padding": 1, "space_to_depth": 1, "convs_per_stage": 2,
-               "hidden_size": 16, "layers": 2}
+               "hidden_size": 16, "layers": 2, "negative_slope": 0.1}
     assert set(samples) == set(MODEL_FIELDS.values())
     for keyword, value in samples.items():
         if keyword in model_options(name):
-            model = create_model(name, k, (1, 28, 28), **{keyword: value})
+            # LeakyReLU's slope needs the LeakyReLU activation (the mlp refuses it with any other).
+            extra = {"activation": "leaky_relu"} if keyword == "negative_slope" else {}
+            model = create_model(name, k, (1, 28, 28), **{keyword: value}, **extra)
             assert model(torch.zeros(2, 1, 28, 28)).shape[0] == 2
         else:
             # A ConfigError is a ValueError: Python callers get the usual exception type.
@@ -79,7 +81,7 @@ def test_every_model_refuses_each_option_it_does_not_use(name):
 
 def test_declared_options():
     assert model_options("lenet") == () and model_options("softmax") == ()
-    assert set(model_options("mlp")) == {"hidden", "activation", "dropout", "batch_norm", "init"}
+    assert set(model_options("mlp")) == {"hidden", "activation", "dropout", "batch_norm", "init", "negative_slope"}
     assert model_options("fastcnn") == model_options("cnn")  # fastcnn is cnn with other defaults
     assert models_using("hidden_size") == ["gru", "lstm", "rnn"]
     with pytest.raises(ConfigError, match="unknown model"):

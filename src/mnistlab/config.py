@@ -82,6 +82,8 @@ class Config:
     model: str = _f("fastcnn", "model name (see `mnistlab models`)")
     hidden: tuple[int, ...] | None = _f(None, "hidden layer sizes, e.g. 520,320,240,120 (mlp; cnn head)")
     activation: str = _f("relu", "mlp activation", ACTIVATIONS)
+    negative_slope: float | None = _f(None, "mlp with --activation leaky_relu: the slope for x < 0 (default 0.01; "
+                                            "the lectures' max(0.1x, x) is 0.1)")
     dropout: float = _f(0.0, "dropout probability after each hidden layer")
     batch_norm: bool = _f(False, "mlp: batch norm after each hidden linear layer")
     init: str = _f("default", "weight initialisation", INITS)
@@ -309,6 +311,7 @@ MODEL_FIELDS = {
     "hidden": "hidden", "activation": "activation", "dropout": "dropout", "batch_norm": "batch_norm", "init": "init",
     "conv_channels": "channels", "kernel_size": "kernel_size", "padding": "padding", "space_to_depth": "space_to_depth",
     "convs_per_stage": "convs_per_stage", "hidden_size": "hidden_size", "layers": "layers",
+    "negative_slope": "negative_slope",
 }
 
 

@@ -26,7 +26,7 @@ class _Experiments:
     def _names(self) -> list[str]:
         from mnistlab.lessons.experiments import list_experiments
 
-        return list_experiments()
+        return [*list_experiments(), "all"]
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
@@ -37,9 +37,10 @@ class _Experiments:
 
 class _ExperimentParser(argparse.ArgumentParser):
     def format_help(self) -> str:
-        from mnistlab.lessons.experiments import get_experiment, list_experiments
+        from mnistlab.lessons.experiments import ALL_PAGE, get_experiment, list_experiments
 
         lines = "\n".join(f"  {name:<12} {get_experiment(name).description}" for name in list_experiments())
+        lines += f"\n  {'all':<12} every lesson above, then one HTML page ({ALL_PAGE}) with all of them"
         self.description = f"Run one of the lectures' experiments on the embedded MNIST.\n\nexperiments:\n{lines}"
         return super().format_help()
 
@@ -75,6 +76,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                    epochs=args.epochs)
     if args.quick:
         print(f"note: {ROUGH_NOTE}", flush=True)
+    if args.name == "all":
+        return _run_all(opts, args.quick)
     result = run_experiment(args.name, opts)
     print(f"experiment {result.name}: {result.title}")
     for name, rows in result.tables.items():
@@ -87,4 +90,25 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.quick:
         print(f"note: {ROUGH_NOTE}")
     print(f"\nwrote {len(result.files)} files to {out_dir} in {result.seconds:.1f} s: {', '.join(result.files)}", flush=True)
+    return 0
+
+
+def _run_all(opts: Options, quick: bool) -> int:
+    """Every lesson in turn: after each, its lecture-vs-mnistlab table and time; then the page written."""
+    from mnistlab.lessons.experiments import ALL_PAGE, run_all
+    from mnistlab.lessons.experiments.common import LECTURE_TABLE, Result, format_table
+
+    def done(result: Result) -> None:
+        print(f"\n{result.name}: {result.title} ({result.seconds:.1f} s)")
+        rows = result.tables.get(LECTURE_TABLE)
+        if rows:
+            print("\n".join(format_table(rows)))
+        print(flush=True)
+
+    results = run_all(opts, on_done=done)
+    total = sum(r.seconds for r in results)
+    print("lesson times: " + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in results))
+    if quick:
+        print(f"note: {ROUGH_NOTE}")
+    print(f"wrote {len(results)} lessons to {opts.out_dir} in {total:.1f} s; the page: {opts.out_dir / ALL_PAGE}", flush=True)
     return 0

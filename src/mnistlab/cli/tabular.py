@@ -7,7 +7,8 @@ from pathlib import Path
 
 from mnistlab.cli._common import out
 from mnistlab.errors import ConfigError
-from mnistlab.lessons.tabular import DEFAULT_EPOCHS, DEFAULT_LR, EXAMPLES, EXAMPLES_DIR, TASKS, plot_tabular, run_tabular
+from mnistlab.lessons.tabular import (DEFAULT_EPOCHS, DEFAULT_LR, EXAMPLE_PREDICTIONS, EXAMPLES, EXAMPLES_DIR, TASKS,
+                                     plot_tabular, run_tabular, score_predictions)
 
 
 def cmd_tabular(args: argparse.Namespace) -> int:
@@ -18,7 +19,10 @@ def cmd_tabular(args: argparse.Namespace) -> int:
     elif args.csv and args.target and args.task:
         csv_path, target, task = Path(args.csv), args.target, args.task
     else:
-        raise ConfigError("give --csv FILE --target COLUMN --task regression|classification, or --example price|quality")
+        raise ConfigError("give --csv FILE --target COLUMN --task regression|classification, or --example price|quality|lecture")
+    predicted = args.predicted or (EXAMPLE_PREDICTIONS.get(args.example) if args.example else None)
+    if predicted:
+        return _score_predictions(csv_path, target, task, predicted)
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     result = run_tabular(csv_path, target, task, args.test_size, args.seed, args.epochs, args.lr, features)
     table, fit = result["table"], result["fit"]
@@ -43,6 +47,21 @@ def cmd_tabular(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_predictions(csv_path: Path, target: str, task: str, predicted: str) -> int:
+    """Print each row's squared error and their mean for a column of given predictions."""
+    if task != "regression":
+        raise ConfigError("--predicted scores regression predictions: use --task regression")
+    result = score_predictions(csv_path, target, predicted)
+    rows = result["rows"]
+    lines = [f"{result['table'].path}: {len(rows)} rows; {predicted} scored against {target} (no fit)",
+             f"{'row':>3}  {'actual':>9}  {'predicted':>9}  {'error':>8}  {'squared error':>13}"]
+    lines += [f"{r['row']:>3}  {r['actual']:>9.4g}  {r['predicted']:>9.4g}  {r['error']:>8.4g}  {r['squared_error']:>13.2f}"
+              for r in rows]
+    lines.append(f"sum of squared errors {result['sum_squared']:.2f}; mean (MSE) {result['mse']:.2f}")
+    out(*lines)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `mnistlab tabular` to the CLI."""
     p = subparsers.add_parser(
@@ -54,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--example", choices=sorted(EXAMPLES), help="a shipped example table instead of --csv")
     p.add_argument("--target", metavar="COLUMN", help="the column to predict")
     p.add_argument("--task", choices=TASKS, help="regression (squared error) or classification (logistic/softmax)")
+    p.add_argument("--predicted", metavar="COLUMN",
+                   help="score this column's values as the predictions of --target (nothing is fitted); "
+                        "--example lecture does this with its 'predicted' column")
     p.add_argument("--features", metavar="A,B", help="feature columns (default: every column but the target)")
     p.add_argument("--test-size", type=float, default=0.25, help="fraction of rows held out (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")

@@ -23,7 +23,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLES = {
     "price": ("houses_price.csv", "price", "regression"),
     "quality": ("houses_quality.csv", "quality", "classification"),
+    "lecture": ("houses_lecture.csv", "price", "regression"),
 }
+# Examples whose rows hold given predictions to score (no fit): example -> the predictions column.
+EXAMPLE_PREDICTIONS = {"lecture": "predicted"}
 DEFAULT_LR = {"regression": 0.1, "classification": 0.5}  # on standardised features
 DEFAULT_EPOCHS = 3000  # full-batch steps; tables here are tiny, and this converges to ~1e-6
 
@@ -247,6 +250,22 @@ def run_tabular(path: str | os.PathLike, target: str, task: str, test_size: floa
         "train": score(fit, table.x[train], table.y[train], baseline),
         "test": score(fit, table.x[test], table.y[test], baseline),
     }
+
+
+def score_predictions(path: str | os.PathLike, target: str, predicted: str) -> dict:
+    """Score a column of given predictions against the target column: per-row error and squared error, and the MSE.
+
+    Nothing is fitted; this is the lecture's table of predictions against prices, recomputed.
+    """
+    if predicted == target:
+        raise ConfigError(f"--predicted {predicted!r} is the target column itself")
+    table = read_table(path, target, "regression", [predicted])
+    pred, y = table.x[:, 0], table.y
+    errors = pred - y
+    squared = errors ** 2
+    rows = [{"row": i + 1, "actual": float(a), "predicted": float(b), "error": float(e), "squared_error": float(q)}
+            for i, (a, b, e, q) in enumerate(zip(y, pred, errors, squared))]
+    return {"table": table, "rows": rows, "mse": float(squared.mean()), "sum_squared": float(squared.sum())}
 
 
 def plot_tabular(result: dict, path: str | os.PathLike) -> Path | None:

@@ -7,13 +7,15 @@ import math
 import torch
 import torch.nn as nn
 
+from mnistlab.errors import ConfigError
 from mnistlab.models.registry import register_model
 
+NEGATIVE_SLOPE = 0.01  # LeakyReLU's default slope for x < 0 (PyTorch's); the lectures' max(0.1x, x) is 0.1
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "leaky_relu": lambda negative_slope=NEGATIVE_SLOPE: nn.LeakyReLU(negative_slope),
 }
 INITS = ("default", "kaiming", "xavier")
 
@@ -30,6 +32,7 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         batch_norm: bool = False,
         init: str = "default",
+        negative_slope: float = NEGATIVE_SLOPE,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -42,7 +45,7 @@ class MLP(nn.Module):
             layers.append(nn.Linear(width, size, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(size))
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(ACTIVATIONS[activation](negative_slope) if activation == "leaky_relu" else ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
@@ -70,7 +73,7 @@ class MLP(nn.Module):
         return self.head(self.features(x.flatten(1)))  # (B, C, H, W) -> (B, C*H*W) -> (B, K)
 
 
-@register_model("mlp", "multi-layer perceptron: --hidden, --activation, --dropout, --batch-norm, --init")
+@register_model("mlp", "multi-layer perceptron: --hidden, --activation, --negative-slope, --dropout, --batch-norm, --init")
 def mlp(
     num_classes: int,
     in_shape: tuple[int, int, int],
@@ -79,6 +82,16 @@ def mlp(
     dropout: float = 0.0,
     batch_norm: bool = False,
     init: str = "default",
+    negative_slope: float | None = None,
 ) -> nn.Module:
-    """A fully connected network; the default is the lectures' 784-520-320-240-120-10."""
-    return MLP(math.prod(in_shape), tuple(hidden), num_classes, activation, dropout, batch_norm, init)
+    """A fully connected network; the default is the lectures' 784-520-320-240-120-10.
+
+    Args:
+        negative_slope: LeakyReLU's slope for x < 0 (default 0.01); only with activation 'leaky_relu'.
+    """
+    if negative_slope is not None and activation != "leaky_relu":
+        raise ConfigError(f"--negative-slope is LeakyReLU's slope: it needs --activation leaky_relu (not {activation})")
+    if negative_slope is not None and not 0 <= negative_slope < 1:
+        raise ConfigError(f"--negative-slope must be in [0, 1), got {negative_slope}")
+    slope = NEGATIVE_SLOPE if negative_slope is None else float(negative_slope)
+    return MLP(math.prod(in_shape), tuple(hidden), num_classes, activation, dropout, batch_norm, init, slope)

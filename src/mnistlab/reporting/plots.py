@@ -372,4 +372,35 @@ def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.Pat
     for ax in axes[panels:]:
         ax.set_visible(False)
     fig.tight_layout()
+
+
+def plot_map_grid(maps: Any, path: str | os.PathLike, title: str, *, ncols: int = 10, symmetric: bool = False,
+                  label: str = "value", cell_titles: Sequence[str] | None = None) -> Path:
+    """A grid of 2-D maps (N, H, W): convolution filters or feature maps, one shared colour scale.
+
+    Args:
+        symmetric: a blue-white-red scale centred on 0 (for filters, whose sign matters); else grey.
+        label: the colour bar's label (what a pixel's value means).
+    """
+    m = _to_numpy(maps).astype(np.float64)
+    if m.ndim != 3:
+        raise ValueError(f"expected (N, H, W) maps, got shape {m.shape}")
+    n = m.shape[0]
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(1.4 * ncols + 1, 1.5 * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    if symmetric:
+        vmax = float(np.abs(m).max()) or 1.0
+        kwargs = {"cmap": "RdBu_r", "vmin": -vmax, "vmax": vmax}
+    else:
+        kwargs = {"cmap": "gray", "vmin": float(m.min()), "vmax": float(m.max()) or 1.0}
+    im = None
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i < n:
+            im = ax.imshow(m[i], **kwargs)
+            ax.set_title(cell_titles[i] if cell_titles else str(i), fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=label)
+    fig.suptitle(title)
     return _save(fig, path)

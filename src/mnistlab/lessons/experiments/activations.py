@@ -14,12 +14,13 @@ from mnistlab.lessons.experiments.common import Options, Result, load, make_conf
 
 NAMES = ("sigmoid", "tanh", "relu", "leaky_relu")
 HIDDEN = (520, 320, 240, 120)  # the lectures' default MLP: 784-520-320-240-120-10
+LEAKY_SLOPE = 0.1  # the lecture's LeakyReLU is max(0.1x, x) (PyTorch's default slope is 0.01)
 
 
 def activation_and_derivative(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """f(x) and f'(x) for an MLP activation, the derivative by autograd."""
     x = x.detach().clone().requires_grad_(True)
-    y = ACTIVATIONS[name]()(x)
+    y = (ACTIVATIONS[name](LEAKY_SLOPE) if name == "leaky_relu" else ACTIVATIONS[name]())(x)
     (grad,) = torch.autograd.grad(y.sum(), x)  # d(sum f(x_i))/dx_i = f'(x_i): the activation is elementwise
     return y.detach(), grad
 
@@ -32,7 +33,8 @@ def run(opts: Options) -> Result:
     xs = torch.linspace(-6, 6, 601)
     rows, runs, configs = [], {}, {}
     for name in NAMES:
-        cfg = make_config(opts, model="mlp", hidden=list(HIDDEN), activation=name, epochs=epochs)
+        slope = {"negative_slope": LEAKY_SLOPE} if name == "leaky_relu" else {}
+        cfg = make_config(opts, model="mlp", hidden=list(HIDDEN), activation=name, epochs=epochs, **slope)
         trained = train(cfg, data)
         _, grad = activation_and_derivative(name, xs)
         last = trained.epochs[-1]
@@ -52,6 +54,8 @@ def run(opts: Options) -> Result:
         f"lectures' SGD (lr 0.01, momentum 0.5, batch 64), {epochs:g} epoch(s) per activation, default PyTorch init.",
         "max_derivative: the largest slope of the activation on [-6, 6], by autograd; sigmoid's 0.25 shrinks the "
         "backward signal at least 4x per layer, which is why the sigmoid net learns slowest.",
+        f"leaky_relu is the lecture's max({LEAKY_SLOPE:g}x, x) (`--activation leaky_relu --negative-slope {LEAKY_SLOPE:g}`; "
+        "the mlp model's default slope stays PyTorch's 0.01).",
     ]
     return Result("activations", "activation functions in the same MLP", {"activations": rows},
                   figures, notes, opts.quick, configs)
@@ -74,5 +78,5 @@ def _plot_functions(xs: torch.Tensor, path) -> object:
         ax.set_xlabel("pre-activation x")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("activations and their derivatives (LeakyReLU slope 0.01)")
+    fig.suptitle("activations and their derivatives (LeakyReLU: max(0.1x, x), the lecture's slope)")
     return save_figure(fig, path)

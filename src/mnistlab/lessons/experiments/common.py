@@ -34,6 +34,7 @@ LECTURE: dict[str, Any] = {
 QUICK_TRAIN_SIZE = 2000  # training images in --quick mode
 QUICK_VAL_SIZE = 500  # validation images in --quick mode
 QUICK_TEST_SIZE = 1000  # test images in --quick mode (the first ones of the test split)
+LECTURE_TABLE = "lecture vs mnistlab"  # the table each lesson fills with lecture_row(); `experiment all` collects it
 ROUGH_NOTE = "--quick: a subset of the data and few steps; the numbers are rough, rerun without --quick for the real ones"
 
 
@@ -82,6 +83,20 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot store {type(value).__name__} in results.json")
+
+
+# ----------------------------------------------------------------------------- the lecture beside us
+
+
+def lecture_row(quantity: str, lecture: str, lecture_setting: str, ours: str, our_setting: str) -> dict[str, str]:
+    """One row of the LECTURE_TABLE: the lecture's number and setting beside ours (all already formatted)."""
+    return {"quantity": quantity, "lecture": lecture, "lecture_setting": lecture_setting, "mnistlab": ours,
+            "mnistlab_setting": our_setting}
+
+
+def pct(fraction: float, digits: int = 2) -> str:
+    """0.9644 -> '96.44%'."""
+    return f"{100 * fraction:.{digits}f}%"
 
 
 # ----------------------------------------------------------------------------- configs, data, training
@@ -264,18 +279,23 @@ def table_html(rows: Sequence[dict]) -> str:
 
 def render_html(result: Result, out_dir: Path) -> str:
     """One self-contained page: notes, every table, every figure (as a data URI) and the configs."""
+    return page.render_page(f"mnistlab experiment {result.name}: {result.title}", result_sections(result, out_dir))
+
+
+def result_sections(result: Result, out_dir: Path, level: int = 2) -> list[str]:
+    """The blocks of one experiment's page (headings at `level`), for its own page or the `all` page."""
     sections = [page.note(ROUGH_NOTE, "rough")] if result.quick else []
     sections += [page.note(n) for n in result.notes]
     sections.append(page.note(f"finished in {result.seconds:.1f} s"))
     for name, rows in result.tables.items():
-        sections += [page.heading(name), table_html(rows)]
+        sections += [page.heading(name, level), table_html(rows)]
     if result.figures:
-        sections.append(page.heading("Figures"))
+        sections.append(page.heading("Figures", level))
     sections += [page.figure(out_dir / name, name) for name in result.figures if (out_dir / name).is_file()]
     if result.configs:
-        sections.append(page.heading("Configurations"))
+        sections.append(page.heading("Configurations", level))
         sections += [page.details(name, json.dumps(cfg, indent=2)) for name, cfg in result.configs.items()]
-    return page.render_page(f"mnistlab experiment {result.name}: {result.title}", sections)
+    return sections
 
 
 def write_outputs(result: Result, out_dir: Path) -> None:
