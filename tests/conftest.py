@@ -51,6 +51,15 @@ def _user_cache(_isolated_home, monkeypatch):
     return _isolated_home / "cache"
 
 
+@pytest.fixture(autouse=True)
+def _two_threads():
+    """Every test starts on two threads, like CI: a test whose code sets torch's thread count (--threads,
+    Config.threads) must not change the numbers of the tests after it."""
+    yield
+    if torch.get_num_threads() != 2:
+        torch.set_num_threads(2)
+
+
 @pytest.fixture
 def seeded():
     """Seed python, numpy and torch for a test that draws random numbers."""

@@ -372,6 +372,7 @@ def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.Pat
     for ax in axes[panels:]:
         ax.set_visible(False)
     fig.tight_layout()
+    return _save(fig, path)
 
 
 def plot_map_grid(maps: Any, path: str | os.PathLike, title: str, *, ncols: int = 10, symmetric: bool = False,
