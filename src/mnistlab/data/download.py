@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
 import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -114,6 +110,8 @@ def _progress_bar(progress: Progress, total: int | None, desc: str) -> tuple[Cal
 
 def _fetch(url: str, tmp_file, timeout: float, progress: Progress, desc: str) -> str:
     """Stream `url` into the open file `tmp_file`; return the md5 hex digest of what was written."""
+    import urllib.request  # here, not at the top: every command imports this module, few download
+
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     md5 = hashlib.md5()
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # timeout: per connect/recv, not total
@@ -148,6 +146,8 @@ def download_file(
 
     Raises DownloadError (one line, each URL with its failure) when no URL delivers.
     """
+    import http.client
+
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +182,9 @@ def download_file(
 
 
 def _describe(e: BaseException) -> str:
+    import http.client
+    import urllib.error
+
     if isinstance(e, urllib.error.HTTPError):
         return f"HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
@@ -195,6 +198,8 @@ def _describe(e: BaseException) -> str:
 
 def _extract(zip_path: Path, members: dict[str, str], dest_dir: Path) -> dict[str, Path]:
     """Copy `members` (key -> member path) out of `zip_path` into `dest_dir`, each atomically."""
+    import zipfile
+
     out: dict[str, Path] = {}
     try:
         with zipfile.ZipFile(zip_path) as zf:
