@@ -209,3 +209,13 @@ def test_lesson_defaults_are_the_lectures_settings(configs):
 
     a = {c.activation: c for c in configs("activations")}
     assert a["leaky_relu"].negative_slope == 0.1
+
+
+def test_the_depth_lesson_measures_how_long_the_deep_net_sat_on_the_plateau():
+    from mnistlab.lessons.experiments.depth import _plateau_epochs
+
+    curve = [{"val_acc": a} for a in (0.1124, 0.1124, 0.1131, 0.1124, 0.1124, 0.19, 0.72, 0.91, 0.9264)]
+    assert _plateau_epochs(curve) == 6
+    assert _plateau_epochs([{"val_acc": 0.95}]) == 0
+    assert _plateau_epochs([{"val_acc": 0.11}] * 3) == 3
+    assert _plateau_epochs([{"val_acc": None}]) is None

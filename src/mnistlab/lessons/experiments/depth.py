@@ -57,6 +57,17 @@ def layer_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: s
     return (totals / num_batches).tolist()
 
 
+def _plateau_epochs(epochs: list[dict], chance: float = 0.2) -> int | None:
+    """How many epochs from the start validation stayed near chance (below `chance`); None without validation."""
+    accs = [e.get("val_acc") for e in epochs]
+    if not accs or any(a is None for a in accs):
+        return None
+    n = 0
+    while n < len(accs) and accs[n] < chance:
+        n += 1
+    return n
+
+
 @register_experiment("depth", "3/5/9-layer MLPs with the lectures' SGD; Kaiming init, batch norm and Adam as fixes")
 def run(opts: Options) -> Result:
     """Train the six variants on one shared data bundle and measure per-layer gradient norms."""
@@ -66,6 +77,7 @@ def run(opts: Options) -> Result:
     x, y = data.train.x, data.train.y
     rows, runs, grads_init, grads_end, configs = [], {}, {}, {}, {}
     claims = []
+    plateau = None
     for name, layers, fields in VARIANTS:
         cfg = make_config(opts, model="mlp", hidden=list(ARCHITECTURES[layers]),
                           epochs=fix_epochs if fields else epochs, **fields)
@@ -87,6 +99,8 @@ def run(opts: Options) -> Result:
         })
         runs[name] = run_
         configs[name] = cfg.to_dict()
+        if not fields and layers == 9:
+            plateau = _plateau_epochs(run_.epochs)
         if not fields:
             claims.append(lecture_row(
                 f"{layers}-layer MLP test accuracy", f"{100 * LECTURE_ACC[layers]:.0f}%",
@@ -100,7 +114,19 @@ def run(opts: Options) -> Result:
     grad_rows = [
         {"variant": name, **{f"layer {i + 1}": g for i, g in enumerate(norms)}} for name, norms in grads_init.items()
     ]
-    notes = [
+    deep = next(r for r in rows if r["layers"] == 9)
+    shallow = next(r for r in rows if r["layers"] == 3)
+    if deep["test_acc"] > 2 * LECTURE_ACC[9] and plateau is not None:
+        notes_plateau = [
+            f"the 9-layer net sat on the lecture's plateau (validation at chance, one class for almost every image) for "
+            f"its first {plateau} epoch(s), then left it and reached {pct(deep['test_acc'])}; the lecture's run was "
+            f"still on it after {LECTURE_EPOCHS} epochs. The settings are the same: how long the plateau lasts is "
+            f"decided by the random start and the data order (this run: --seed {opts.seed}). The first layer's "
+            f"gradient starts at {deep['grad_first_layer']:.2g}, {shallow['grad_first_layer'] / deep['grad_first_layer']:.0f} "
+            f"times smaller than the 3-layer net's (the gradient table), so it takes thousands of steps to move."]
+    else:
+        notes_plateau = []
+    notes = notes_plateau + [
         f"lectures' SGD (lr 0.01, momentum 0.5, batch 64, constant rate, default PyTorch init) for {epochs:g} "
         f"epoch(s) per depth, the lectures' {LECTURE_EPOCHS}; the lectures report 96%, 97% and 11% (one class for "
         f"every image) for 3, 5 and 9 layers. The three fixes train {fix_epochs:g} epoch(s) each.",
