@@ -134,7 +134,7 @@ def run(opts: Options) -> Result:
         f"gradient norms: mean L2 norm of each Linear layer's weight gradient over {GRAD_BATCHES} training batches "
         "at initialisation (layer 1 is next to the input).",
     ]
-    return Result("depth", "deeper MLPs and why the 9-layer one does not learn",
+    return Result("depth", "deeper MLPs, the 9-layer one's plateau, and three fixes",
                   {LECTURE_TABLE: claims, "accuracy by depth and fix": rows, "gradient norm per layer at initialisation": grad_rows},
                   figures, notes, opts.quick, configs)
 
