@@ -176,7 +176,10 @@ def test_upload_an_mnist_test_digit(page, mnist_raw):
     assert int(mnist_raw.test_y[0]) == 7
     buf = io.BytesIO()
     Image.fromarray(seven).save(buf, "PNG")
+    before = page.evaluate("document.getElementById('canvas').dataset.version || ''")
     page.set_input_files("#upload", files=[{"name": "digit.png", "mimeType": "image/png", "buffer": buf.getvalue()}])
+    # The picture loads asynchronously: until it is on the canvas, the page is settled on what was there.
+    page.wait_for_function("(before) => document.getElementById('canvas').dataset.version !== before", arg=before)
     assert settled(page) == "7"
     assert sum(preview_pixels(page)) > 0
 
