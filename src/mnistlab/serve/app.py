@@ -38,7 +38,7 @@ from starlette.routing import Route
 from mnistlab.data.images import find_blanks
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.predict import ImagePredictor
-from mnistlab.export.runtime import OnnxPredictor, load_predictor
+from mnistlab.export.runtime import OnnxPredictor, is_onnx_path, load_predictor
 
 log = logging.getLogger("mnistlab.serve")
 
@@ -366,7 +366,7 @@ def app_from_env() -> Starlette:
     """
     options = json.loads(os.environ[OPTIONS_ENV])
     threads = options.pop("threads", None)
-    if threads and not str(options["checkpoint"]).endswith(".onnx"):
+    if threads and not is_onnx_path(options["checkpoint"]):
         import torch
 
         torch.set_num_threads(threads)
