@@ -109,7 +109,7 @@ def _decode(fp: io.IOBase, name: str, draft_side: int | None) -> Image.Image:
                 im.load()
                 if im.getexif().get(_ORIENTATION, 1) != 1:
                     im = ImageOps.exif_transpose(im)
-                elif getattr(im, "n_frames", 1) > 1:
+                elif getattr(im, "is_animated", False):
                     im = im.copy()  # one frame, free of the file the others live in
                 return im
         except Exception as exc:  # truncated data, broken streams, bad EXIF: all mean a corrupt file
