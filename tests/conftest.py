@@ -61,6 +61,14 @@ def _two_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (recurrent nets run many tiny ops per step: one beats two on a busy
+    2-core machine); _two_threads puts two back afterwards."""
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture
 def seeded():
     """Seed python, numpy and torch for a test that draws random numbers."""
     random.seed(0)

@@ -20,13 +20,6 @@ from mnistlab.lessons.lm.sample import sample_text
 from mnistlab.lessons.lm.train import LMConfig, evaluate_lm, train_lm
 
 
-@pytest.fixture
-def one_thread():
-    # Recurrent nets take many tiny ops per step: one thread beats two on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_default_text_is_shipped_with_its_license():

@@ -13,12 +13,6 @@ from mnistlab.training import optim, schedule, trainer
 from mnistlab.training.trainer import Hooks, ImageTask, Task, Trainer, TrainingInterrupted
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_schedule_and_optimiser_live_in_their_modules_and_stay_importable_from_the_trainer():
