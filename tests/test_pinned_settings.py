@@ -48,6 +48,10 @@ LECTURE_CHANGES: dict[str, Any] = {
 }
 
 
+# Issue 17: the speedrun preset deliberately became one epoch, a longer warmup and 3-view test-time augmentation.
+PRESET_CHANGES: dict[str, dict[str, Any]] = {"speedrun": {"epochs": 1.0, "warmup": 0.45, "tta": True}}
+
+
 def with_lecture_changes(key: str, old: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The fixture's trainings of lesson `key` with issue 16's deliberate changes applied."""
     changes = LECTURE_CHANGES.get(key, {})
@@ -133,7 +137,11 @@ def test_presets_keep_their_settings(recorded):
     old, new = recorded["presets"], preset_settings()
     assert set(old) <= set(new)
     for name in old:
-        assert not _differences(old[name], new[name]), f"preset {name}: " + "; ".join(_differences(old[name], new[name]))
+        change = PRESET_CHANGES.get(name, {})
+        assert all(old[name].get(k) != v for k, v in change.items()), f"preset {name}: PRESET_CHANGES lists what it had"
+        assert all(new[name].get(k) == v for k, v in change.items()), f"preset {name}: not the changes PRESET_CHANGES lists"
+        expected = {**old[name], **change}
+        assert not _differences(expected, new[name]), f"preset {name}: " + "; ".join(_differences(expected, new[name]))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """`python -m mnistlab` is the `mnistlab` command."""
 
-import sys
+from mnistlab.cli import entry
 
-from mnistlab.cli import main
-
-sys.exit(main())
+entry()

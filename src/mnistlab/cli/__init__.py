@@ -45,8 +45,41 @@ def _is_main_rank() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn our errors into one line and an exit code."""
+    return _dispatch(argv)[0]
+
+
+def entry() -> None:
+    """The `mnistlab` console script and `python -m mnistlab`: `main`, then leave.
+
+    After a command whose module sets FAST_EXIT (train, evaluate, predict: every file they write
+    is complete and closed when they return, and they leave no child process behind), the process
+    ends at once with os._exit instead of tearing the interpreter down: about 0.4 s of freeing
+    torch's modules on the 2-core machines here, and no C++ destructor racing a process group's
+    threads after a data-parallel run. Every other command exits the usual way.
+    """
+    code, fast = _dispatch(None)
+    if fast:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def _dispatch(argv: Sequence[str] | None) -> tuple[int, bool]:
+    """(exit code, whether the command allows a fast exit)."""
+    from mnistlab.allocator import keep_freed_blocks
+
+    keep_freed_blocks()  # 13-17% faster CPU training steps (allocator.py says why)
     parser = build_parser()
     args = parser.parse_args(argv)
+    fast = bool(getattr(sys.modules.get(args.func.__module__), "FAST_EXIT", False))
+    return _run(args, argv), fast
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs the same command under torchrun
     previous = warnings.showwarning
 

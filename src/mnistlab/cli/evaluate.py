@@ -8,6 +8,9 @@ import json
 from mnistlab.cli._common import Formatter, check_positive, out
 from mnistlab.errors import ConfigError
 
+# Everything this command writes is complete when it returns: the CLI may end the process at once (cli.entry).
+FAST_EXIT = True
+
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run or checkpoint on a split and print the report (or JSON)."""

@@ -9,6 +9,9 @@ import sys
 from mnistlab.cli._common import EXIT_ERROR, Formatter, check_positive, err, out, warn
 from mnistlab.errors import ConfigError
 
+# Everything this command writes is complete when it returns: the CLI may end the process at once (cli.entry).
+FAST_EXIT = True
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Print a label per image (or the ImageId,Label table of --csv); exit 1 when every input is blank."""

@@ -18,6 +18,9 @@ from mnistlab.config import (PRESETS, Config, field_default, field_type, optimis
                      schedule_summary)
 from mnistlab.errors import ConfigError, TrainingDiverged
 
+# Everything this command writes is complete when it returns: the CLI may end the process at once (cli.entry).
+FAST_EXIT = True
+
 if TYPE_CHECKING:
     from mnistlab.runs.session import TrainSession
 

@@ -1,0 +1,76 @@
+"""Issue 17's process-level speed-ups: the allocator thresholds, the fast exit, the 3-view TTA."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mnistlab import allocator
+from mnistlab.config import Config
+from mnistlab.errors import ConfigError
+from mnistlab.training.trainer import shift_images, tta_shifts, tta_views
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_allocator_thresholds_set_on_glibc_and_left_alone_when_the_user_chose(monkeypatch):
+    for name in allocator._ENV + ("MNISTLAB_MALLOC",):
+        monkeypatch.delenv(name, raising=False)
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert allocator.keep_freed_blocks() is True
+    monkeypatch.setenv("MNISTLAB_MALLOC", "default")
+    assert allocator.keep_freed_blocks() is False
+    monkeypatch.delenv("MNISTLAB_MALLOC")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")
+    assert allocator.keep_freed_blocks() is False
+
+
+def test_allocator_does_nothing_off_linux(monkeypatch):
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    assert allocator.keep_freed_blocks() is False
+
+
+def test_three_view_tta_is_the_image_and_its_diagonal_shifts():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    views = tta_views(x, count=3)
+    assert tta_shifts(3) == ((0, 0), (1, 1), (-1, -1)) and len(views) == 3
+    assert torch.equal(views[0], x)
+    # shifted right and down by one: the pixel at (r, c) moves to (r + 1, c + 1); the new border is the minimum
+    assert torch.equal(views[1][..., 1:, 1:], x[..., :-1, :-1]) and float(views[1][..., 0, :].max()) == float(x.amin())
+    assert torch.equal(views[2], shift_images(x, -1, -1))
+    with pytest.raises(ValueError, match="3 or 5"):
+        tta_shifts(4)
+
+
+def test_tta_views_needs_tta_and_is_3_or_5():
+    from mnistlab.config import ignored_options
+
+    assert "test-time augmentation is off" in ignored_options(Config(tta_views=3))["tta_views"]
+    assert "tta_views" not in ignored_options(Config(tta=True, tta_views=3))
+    with pytest.raises(ConfigError, match="tta"):
+        Config(tta=True, tta_views=4).validate()
+    Config(tta=True, tta_views=3).validate()
+
+
+def _entry(argv: list[str]) -> subprocess.CompletedProcess:
+    """Run `mnistlab.cli.entry` with os._exit and sys.exit reporting which one ended the process."""
+    code = (
+        "import os, sys\n"
+        "from mnistlab import cli\n"
+        "os._exit = lambda c: (print('os._exit', c, flush=True), os.kill(os.getpid(), 9))\n"
+        f"sys.argv = ['mnistlab'] + {argv!r}\n"
+        "try:\n    cli.entry()\nexcept SystemExit as e:\n    print('sys.exit', e.code)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_entry_exits_at_once_after_fast_commands_only(tmp_path):
+    bad = _entry(["evaluate", str(tmp_path / "missing")])
+    assert "os._exit 1" in bad.stdout and "no such run" in bad.stderr  # the error line is flushed first
+    other = _entry(["models"])
+    assert "sys.exit 0" in other.stdout and "fastcnn" in other.stdout
