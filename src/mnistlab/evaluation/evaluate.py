@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mnistlab.runs.checkpoint import load_checkpoint
-from mnistlab.data.loader import build_bundle, load_any
+from mnistlab.data.loader import Split, build_bundle, load_any
 from mnistlab.errors import ConfigError, DataError
 from mnistlab.training.losses import as_class_logits, class_probabilities
 from mnistlab.evaluation.metrics import classification_report, multilabel_report
@@ -40,17 +40,14 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
         val_size=cfg.val_size if split != "test" else 0, normalize="unit", device=dev, seed=cfg.seed,
         classes=cfg.classes, positive=cfg.positive, warn=False,  # evaluating: the split's warnings were for training
     )
-    # build_bundle normalised to [0, 1]; apply the training statistics on top.
     chosen = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
     if chosen is None:
         raise DataError(f"{name}: this run had no validation split (--val-size 0)")
-    if tuple(chosen.x.shape[1:]) != ckpt.in_shape:
-        raise DataError(f"{name}: images are {tuple(chosen.x.shape[1:])} but the model was trained on {ckpt.in_shape}")
+    if tuple(chosen.shape[1:]) != ckpt.in_shape:
+        raise DataError(f"{name}: images are {tuple(chosen.shape[1:])} but the model was trained on {ckpt.in_shape}")
     if len(bundle.class_names) != len(ckpt.class_names):
         raise DataError(f"{name} has {len(bundle.class_names)} classes but the model has {len(ckpt.class_names)}")
-    m = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=dev).view(1, -1, 1, 1)
-    chosen.x.sub_(m).div_(s)
+    chosen = Split.from_pixels(chosen.pixels, chosen.y, tuple(mean), tuple(std))  # the training statistics
     model = ckpt.build_model().to(dev)
     channels_last = uses_convolutions(model) and dev.type != "mps"
     if channels_last:

@@ -172,7 +172,7 @@ class TrainSession:
             torch.set_num_threads(cfg.threads)
         dist, device = _join(resolve_device(cfg.device))
         data = load_data(cfg, device)
-        model = build_model(cfg, data).to(data.train.x.device)
+        model = build_model(cfg, data).to(data.train.device)
         trainer = Trainer(model, data, cfg)
         state = restore_trainer(run, trainer)  # every rank reads the checkpoint; only rank 0 writes
         if state.finished:

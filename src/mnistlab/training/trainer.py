@@ -86,7 +86,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int =
     start = time.perf_counter()
     was_training = model.training
     model.eval()
-    device = split.x.device
+    device = split.device
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     all_logits = []
@@ -315,7 +315,7 @@ def _rank_batches(split: Split, batch_size: int, perm: torch.Tensor, start: int,
         size = min(batch_size, n - i)
         lo, hi = dist.share(0, size)
         idx = perm[i + lo : i + hi]
-        yield split.x[idx], split.y[idx], (lo, size)
+        yield *split.take(idx), (lo, size)
 
 
 def combine_eval(part: EvalResult, dist: Dist) -> EvalResult:
@@ -330,7 +330,7 @@ def combine_eval(part: EvalResult, dist: Dist) -> EvalResult:
 
 def check_device(cfg: Config, data: DataBundle) -> torch.device:
     """The device training runs on: the data's. A `cfg.device` other than 'auto' must name that device."""
-    device = data.train.x.device
+    device = data.train.device
     if cfg.device != "auto" and not same_device(resolve_device(cfg.device), device):
         raise ConfigError(
             f"device {cfg.device!r} was asked for, but the data is on {device}: load the data there "
@@ -404,7 +404,7 @@ class Trainer:
         if dist.active:
             dist.broadcast_buffers(self.model)  # every rank evaluates rank 0's model (batch norm statistics)
             lo, hi = dist.share(0, len(split))
-            split = Split(split.x[lo:hi], split.y[lo:hi])
+            split = split.part(lo, hi)
         result = evaluate(self.local_forward, split, self.cfg.loss, self.cfg.eval_batch_size, tta, self.channels_last,
                           self.autocast_dtype, self.cfg.threshold, tta_mirror=self.cfg.aug_flip,
                           tta_views_count=self.cfg.tta_views)
