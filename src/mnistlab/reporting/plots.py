@@ -68,7 +68,9 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
     by_step = all("step" in r for r in steps + epochs)
     xkey, xlabel = ("step", "iteration (optimizer steps)") if by_step else ("epoch", "epoch")
 
-    fig = Figure(figsize=(11, 4))
+    # A fixed layout with room for tick labels up to "100.0%" and the axis labels: one drawing pass.
+    fig = Figure(figsize=(10, 4), dpi=DPI)
+    fig.subplots_adjust(left=0.08, right=0.985, bottom=0.125, top=0.915, wspace=0.24)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, train_key, val_key, test_key, label in (
         (ax_loss, "loss", "val_loss", "test_loss", "loss"),
@@ -95,7 +97,7 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
         if ax.has_data():
             ax.legend()
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 # ---------------------------------------------------------------------------- confusion matrix
@@ -117,11 +119,22 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     else:
         values = counts
 
-    side = max(4.0, 0.5 * k + 2)
-    fig = Figure(figsize=(side + 1, side))
-    ax = fig.subplots()
+    # A fixed layout sized from the class names' widths, so the PNG is drawn once (no tight-bbox pass).
+    matrix = round(70 * max(4.0, 0.5 * k + 2))  # side of the square matrix, pixels
+    name_w = _text_width(names, 10) + 2  # tick labels are 10 points
+    scale_w = _text_width(["0.0"] if normalize else [f"{values.max(initial=0):g}"], 10) + 2
+    ticks, label = 10, 20  # a tick with its padding; an axis label line with its padding (pixels)
+    left = GAP + label + ticks + name_w
+    bottom = GAP + label + ticks + (name_w + 14) * 0.71  # 45-degree labels: (width + height) / sqrt 2
+    top = HEADER_PX
+    bar_gap, bar_w = 20, 18
+    width = left + matrix + bar_gap + bar_w + ticks + scale_w + label + GAP
+    height = bottom + matrix + top
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((left / width, bottom / height, matrix / width, matrix / height))
+    cax = fig.add_axes(((left + matrix + bar_gap) / width, bottom / height, bar_w / width, matrix / height))
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, label="fraction of true class" if normalize else "count")
+    fig.colorbar(im, cax=cax, label="fraction of true class" if normalize else "count")
     ax.set_xticks(range(k), names, rotation=45, ha="right")
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
@@ -134,7 +147,7 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
                 text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         color="white" if vmax and values[i, j] > 0.6 * vmax else "black")
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 # ---------------------------------------------------------------------------- image grids
