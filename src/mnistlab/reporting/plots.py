@@ -250,7 +250,7 @@ def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, 
     fig = Figure(figsize=((width + 1e-3) / DPI, (height + 1e-3) / DPI), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    ax.imshow(canvas, interpolation="nearest", aspect="auto")
+    ax.imshow(canvas, interpolation="none", aspect="auto")
     # Data coordinates are canvas pixels (pixel j spans j-0.5..j+0.5, y downwards).
     for (x, y), text, color in zip(spots, titles, colors):
         ax.text(x - 0.5, y - 3.5, text, ha="center", va="bottom", fontsize=TITLE_PT, color=color, linespacing=1.15)
