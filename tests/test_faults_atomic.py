@@ -37,12 +37,15 @@ OLD = b"old content, must survive\n"
 def run_and_writes(tmp_path_factory) -> tuple[Path, list[Path]]:
     """A tiny run with figures and a report, and every path written through fileio.atomic_open."""
     out = tmp_path_factory.mktemp("runs")
-    written: list[Path] = []
+    # The figures are drawn in forked processes (reporting.parallel): the spy appends each path to a file,
+    # so the children's writes are seen here too.
+    log = tmp_path_factory.mktemp("spy") / "written.txt"
     real = mnistlab.fileio.atomic_open
     mp = pytest.MonkeyPatch()
 
     def spy(path, mode="wb"):
-        written.append(Path(path))
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{Path(path)}\n")
         return real(path, mode)
 
     mp.setattr(mnistlab.fileio, "atomic_open", spy)
@@ -52,7 +55,7 @@ def run_and_writes(tmp_path_factory) -> tuple[Path, list[Path]]:
         assert main(["report", str(out / "r")]) == 0
     finally:
         mp.undo()
-    return out / "r", written
+    return out / "r", [Path(line) for line in log.read_text(encoding="utf-8").splitlines()]
 
 
 def test_every_run_artefact_goes_through_fileio(run_and_writes):

@@ -95,3 +95,106 @@ def test_overwrite_is_atomic_replacement(tmp_path):
     path.write_bytes(b"old")
     plots.plot_bars(["a"], [1.0], path, "t", "y")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------------------- image grids: one mosaic
+
+
+def _png(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _upscaled(image: np.ndarray, s: int) -> np.ndarray:
+    """The oracle for one cell: a uint8 image as RGB, each pixel an s x s block."""
+    rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    return np.kron(rgb, np.ones((s, s, 1), dtype=np.uint8))
+
+
+def _find(png: np.ndarray, cell: np.ndarray) -> list[tuple[int, int]]:
+    """Every (row, column) of the PNG where `cell` appears pixel for pixel."""
+    h, w = cell.shape[:2]
+    corner = (png[:png.shape[0] - h + 1, :png.shape[1] - w + 1] == cell[0, 0]).all(axis=-1)
+    return [(int(y), int(x)) for y, x in np.argwhere(corner) if np.array_equal(png[y:y + h, x:x + w], cell)]
+
+
+def _red(png: np.ndarray) -> np.ndarray:
+    """(row, column) of the strongly red pixels (the wrong predictions' titles; grey images have none)."""
+    r, g, b = (png[..., i].astype(int) for i in range(3))
+    return np.argwhere((r > 150) & (g < 90) & (b < 90))
+
+
+def test_prediction_grid_is_a_mosaic_of_the_images_pixel_for_pixel(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 11  # two rows of 8, the second one part full
+    images = rng.integers(1, 255, size=(n, 28, 28), dtype=np.uint8)  # never white, the gaps' colour
+    preds = np.arange(n) % 10
+    probs = np.full(n, 0.9)
+    png = _png(plots.plot_prediction_grid(images, preds, probs, tmp_path / "g.png", labels=preds))
+    s = plots.CELL // 28
+    spots = [_find(png, _upscaled(im, s)) for im in images]
+    assert all(len(found) == 1 for found in spots), spots  # each image once, whole and unresampled
+    spots = [found[0] for found in spots]
+    rows = sorted({y for y, _ in spots})
+    assert len(rows) == 2 and [y for y, _ in spots] == [rows[0]] * 8 + [rows[1]] * 3  # row-major, 8 a row
+    xs = [x for _, x in spots[:8]]
+    assert xs == sorted(xs) and min(np.diff(xs)) >= 28 * s + 2  # side by side with a gap, no overlap
+    assert png[rows[0] + 28 * s:rows[1], :].min() < 255  # the second row's titles sit between the rows
+    assert len(_red(png)) == 0  # every prediction right: no red title
+
+
+def test_a_wrong_prediction_gets_a_red_title_above_its_own_cell(tmp_path):
+    images = np.random.default_rng(1).integers(1, 255, size=(6, 28, 28), dtype=np.uint8)
+    preds = np.array([1, 2, 3, 4, 5, 6])
+    labels = preds.copy()
+    labels[4] = 9  # the fifth one is wrong
+    png = _png(plots.plot_prediction_grid(images, preds, np.full(6, 0.8), tmp_path / "g.png", labels=labels))
+    s = plots.CELL // 28
+    (y0, x0), = _find(png, _upscaled(images[4], s))
+    red = _red(png)
+    assert len(red) > 20
+    assert red[:, 0].max() < y0 and red[:, 0].min() > y0 - 3 * plots.LINE_PX  # in the band just above it
+    assert x0 - 20 < red[:, 1].min() and red[:, 1].max() < x0 + 28 * s + 20  # and over that cell only
+
+
+def test_grid_scales_float_and_colour_images_as_before(tmp_path):
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    raw[:, 0, 0], raw[:, 0, 1] = 0, 255  # each image spans 0..255, so stretching it back is exact
+    floats = raw.astype(np.float32) / 255 * 7.0 - 2.0  # any range: stretched to black..white per image
+    png = _png(plots.plot_prediction_grid(floats, np.zeros(3, int), np.ones(3), tmp_path / "f.png"))
+    s = plots.CELL // 28
+    assert all(len(_find(png, _upscaled(im, s))) == 1 for im in raw)
+    # uint8 keeps 0-255: a dim image stays dim rather than being stretched.
+    dim = rng.integers(10, 60, size=(2, 28, 28), dtype=np.uint8)
+    png = _png(plots.plot_prediction_grid(dim, np.zeros(2, int), np.ones(2), tmp_path / "d.png"))
+    assert all(len(_find(png, _upscaled(im, s))) == 1 for im in dim)
+    rgb = rng.integers(1, 255, size=(4, 28, 28, 3), dtype=np.uint8)
+    png = _png(plots.plot_prediction_grid(rgb, np.zeros(4, int), np.ones(4), tmp_path / "c.png"))
+    assert all(len(_find(png, _upscaled(im, s))) == 1 for im in rgb)
+
+
+def test_label_set_grid_and_mistakes_are_mosaics_too(tmp_path):
+    rng = np.random.default_rng(3)
+    wide = rng.integers(1, 255, size=(6, 28, 84), dtype=np.uint8)  # Multi-MNIST's canvas
+    pred = np.zeros((6, 10), bool)
+    pred[np.arange(6), np.arange(6)] = True
+    truth = pred.copy()
+    png = _png(plots.plot_label_set_grid(wide, pred, tmp_path / "s.png", truth, ncols=4))
+    s = plots.CELL // 84
+    spots = [_find(png, _upscaled(im, s)) for im in wide]
+    assert [len(f) for f in spots] == [1] * 6 and len({f[0][0] for f in spots}) == 2  # 4 + 2
+    assert len(_red(png)) == 0
+    truth[2, 7] = True  # one set wrong
+    assert len(_red(_png(plots.plot_label_set_grid(wide, pred, tmp_path / "s.png", truth, ncols=4)))) > 20
+    # The mistakes grid shows exactly the wrong images, most confident first.
+    images = rng.integers(1, 255, size=(10, 28, 28), dtype=np.uint8)
+    y = np.zeros(10, int)
+    preds = np.array([0, 1, 0, 2, 0, 0, 3, 0, 0, 0])
+    conf = np.linspace(0.5, 0.95, 10)
+    png = _png(plots.plot_confident_mistakes(images, y, preds, conf, tmp_path / "m.png"))
+    s = plots.CELL // 28
+    shown = [_find(png, _upscaled(images[i], s)) for i in range(10)]
+    assert [i for i in range(10) if shown[i]] == [1, 3, 6]
+    assert shown[6][0][1] < shown[3][0][1] < shown[1][0][1]  # left to right by confidence
+    assert len(_red(png)) > 20

@@ -41,3 +41,7 @@ class ExportError(MnistlabError, RuntimeError):
 
 class DistributedError(MnistlabError, RuntimeError):
     """A data-parallel job that cannot go on: another rank failed, vanished or hung past the timeout."""
+
+
+class FigureError(MnistlabError, RuntimeError):
+    """A figure could not be drawn; the message names it (the run's other files are already written)."""

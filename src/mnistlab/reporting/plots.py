@@ -24,10 +24,15 @@ DPI = 100  # dots per inch of every PNG; figure sizes below are in inches
 WRONG_COLOR = "tab:red"
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    """Render `fig` to PNG bytes, write them atomically to `path` and return the path."""
+def _save(fig: Figure, path: str | os.PathLike, tight: bool = True) -> Path:
+    """Render `fig` to PNG bytes, write them atomically to `path` and return the path.
+
+    Args:
+        tight: crop to the drawn content (bbox_inches="tight"): a second full drawing pass, so a
+            figure whose layout is fixed to fit its content passes False.
+    """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())
     return path
@@ -63,7 +68,9 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
     by_step = all("step" in r for r in steps + epochs)
     xkey, xlabel = ("step", "iteration (optimizer steps)") if by_step else ("epoch", "epoch")
 
-    fig = Figure(figsize=(11, 4))
+    # A fixed layout with room for tick labels up to "100.0%" and the axis labels: one drawing pass.
+    fig = Figure(figsize=(10, 4), dpi=DPI)
+    fig.subplots_adjust(left=0.08, right=0.985, bottom=0.125, top=0.915, wspace=0.24)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, train_key, val_key, test_key, label in (
         (ax_loss, "loss", "val_loss", "test_loss", "loss"),
@@ -90,7 +97,7 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
         if ax.has_data():
             ax.legend()
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 # ---------------------------------------------------------------------------- confusion matrix
@@ -112,11 +119,22 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     else:
         values = counts
 
-    side = max(4.0, 0.5 * k + 2)
-    fig = Figure(figsize=(side + 1, side))
-    ax = fig.subplots()
+    # A fixed layout sized from the class names' widths, so the PNG is drawn once (no tight-bbox pass).
+    matrix = round(70 * max(4.0, 0.5 * k + 2))  # side of the square matrix, pixels
+    name_w = _text_width(names, 10) + 2  # tick labels are 10 points
+    scale_w = _text_width(["0.0"] if normalize else [f"{values.max(initial=0):g}"], 10) + 2
+    ticks, label = 10, 20  # a tick with its padding; an axis label line with its padding (pixels)
+    left = GAP + label + ticks + name_w
+    bottom = GAP + label + ticks + (name_w + 14) * 0.71  # 45-degree labels: (width + height) / sqrt 2
+    top = HEADER_PX
+    bar_gap, bar_w = 20, 18
+    width = left + matrix + bar_gap + bar_w + ticks + scale_w + label + GAP
+    height = bottom + matrix + top
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((left / width, bottom / height, matrix / width, matrix / height))
+    cax = fig.add_axes(((left + matrix + bar_gap) / width, bottom / height, bar_w / width, matrix / height))
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, label="fraction of true class" if normalize else "count")
+    fig.colorbar(im, cax=cax, label="fraction of true class" if normalize else "count")
     ax.set_xticks(range(k), names, rotation=45, ha="right")
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
@@ -129,7 +147,7 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
                 text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=8,
                         color="white" if vmax and values[i, j] > 0.6 * vmax else "black")
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 # ---------------------------------------------------------------------------- image grids
@@ -153,23 +171,93 @@ def _confidences(probs: Any, preds: np.ndarray) -> np.ndarray:
     return p
 
 
-def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, path) -> Path:
-    n = len(images)
-    ncols = max(1, min(8, n))
+# Mosaic layout, in pixels of the PNG (DPI above): each image is scaled by a whole factor to about CELL
+# pixels, with its title in a band above it; one white canvas holds every cell, drawn by one Axes.
+CELL = 112  # pixels on the longest side of a cell (28-pixel digits are drawn 4x)
+GAP = 10  # pixels between neighbouring cells, and around the grid
+TITLE_PT = 8  # cell titles, points
+LINE_PX = 14  # pixels per line of a cell title
+HEADER_PX = 36  # pixels above the grid for the figure's title
+
+
+def _text_width(texts: Sequence[str], points: float) -> float:
+    """The widest line among `texts`, in pixels, as the Agg renderer lays it out."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer, prop = RendererAgg(1, 1, DPI), FontProperties(size=points)
+    lines = {line for t in texts for line in t.split("\n")}
+    return max((renderer.get_text_width_height_descent(line, prop, ismath=False)[0] for line in lines), default=0.0)
+
+
+def _cells(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) or (N, H, W, 3) images -> (N, h, w, 3) uint8 RGB cells of about CELL pixels.
+
+    uint8 keeps its absolute 0-255 scale; other grey images are stretched to their own range (black to
+    white, like imshow's default), other colour images are taken as 0-1 floats or 0-255 integers.
+    """
+    x = images
+    if x.dtype != np.uint8:
+        if x.ndim == 3:
+            x = np.nan_to_num(x.astype(np.float64))
+            lo = x.min(axis=(1, 2), keepdims=True) if len(x) else 0.0
+            span = (x.max(axis=(1, 2), keepdims=True) - lo) if len(x) else 1.0
+            x = np.divide(x - lo, span, out=np.zeros_like(x), where=span > 0)
+            x = np.round(x * 255)
+        elif np.issubdtype(x.dtype, np.floating):
+            x = np.round(np.clip(np.nan_to_num(x), 0, 1) * 255)
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    if x.ndim == 3:
+        x = np.repeat(x[..., None], 3, axis=3)  # grey -> RGB
+    side = max(x.shape[1], x.shape[2], 1)
+    if side <= CELL:
+        s = CELL // side
+        return x.repeat(s, axis=1).repeat(s, axis=2) if s > 1 else x
+    f = math.ceil(side / CELL)  # large images: the mean of each f x f block
+    n, h, w = x.shape[0], x.shape[1] // f, x.shape[2] // f
+    blocks = x[:, :h * f, :w * f].reshape(n, h, f, w, f, 3).astype(np.float32)
+    return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
+
+
+def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, path,
+          ncols: int = 8) -> Path:
+    """One image: every cell pasted into a white canvas, its title above it; no Axes per image.
+
+    The canvas is exactly the PNG's size, drawn 1:1 (no resampling), so a cell's pixels are the image's.
+    """
+    cells = _cells(images)
+    n, ch, cw = cells.shape[:3]
+    ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(1.6 * ncols, 1.8 * nrows + 0.4))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    # uint8 images keep their absolute scale; float images are stretched to their own range.
-    vmin, vmax = (0, 255) if images.dtype == np.uint8 else (None, None)
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(images[i], cmap="gray" if images.ndim == 3 else None, vmin=vmin, vmax=vmax)
-            ax.set_title(titles[i], fontsize=8, color=colors[i])
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    band = lines * LINE_PX + 4  # title band above each row of cells
+    slot = max(cw, math.ceil(_text_width(titles, TITLE_PT))) if n else 160
+    rows_h = ch if n else 40
+    grid_w = ncols * slot + (ncols - 1) * GAP
+    width = max(grid_w, math.ceil(_text_width([title], 12))) + 2 * GAP
+    height = HEADER_PX + nrows * (band + rows_h) + (nrows - 1) * GAP + GAP
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    left = (width - grid_w) // 2
+    spots = []  # (x centre, y of the cell's top) per cell, in canvas pixels
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        x0 = left + c * (slot + GAP) + (slot - cw) // 2
+        y0 = HEADER_PX + r * (band + rows_h + GAP) + band
+        canvas[y0:y0 + ch, x0:x0 + cw] = cells[i]
+        spots.append((x0 + cw / 2, y0))
+
+    # Figure, Axes and canvas share one pixel grid; the 1e-3 keeps Agg's size truncation from losing a pixel.
+    fig = Figure(figsize=((width + 1e-3) / DPI, (height + 1e-3) / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(canvas, interpolation="none", aspect="auto")
+    # Data coordinates are canvas pixels (pixel j spans j-0.5..j+0.5, y downwards).
+    for (x, y), text, color in zip(spots, titles, colors):
+        ax.text(x - 0.5, y - 3.5, text, ha="center", va="bottom", fontsize=TITLE_PT, color=color, linespacing=1.15)
     if n == 0:
-        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
-    fig.suptitle(title)
-    return _save(fig, path)
+        ax.text(width / 2 - 0.5, HEADER_PX + (band + rows_h) / 2, "nothing to show", ha="center", va="center")
+    fig.suptitle(title, y=1 - (HEADER_PX / 2) / height, va="center")
+    return _save(fig, path, tight=False)
 
 
 def plot_prediction_grid(images: Any, preds: Any, probs: Any, path: str | os.PathLike,
@@ -214,24 +302,12 @@ def plot_label_set_grid(images: Any, pred_sets: Any, path: str | os.PathLike, tr
     def as_text(row: np.ndarray) -> str:
         return "{" + ", ".join(names[k] for k in np.flatnonzero(row)) + "}"
 
-    n = len(x)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    aspect = x.shape[2] / x.shape[1] if n else 1.0
-    fig = Figure(figsize=(1.4 * aspect * ncols + 0.4, 1.9 * nrows + 0.4))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i < n:
-            ax.imshow(x[i], cmap="gray" if x.ndim == 3 else None, vmin=0 if x.dtype == np.uint8 else None,
-                      vmax=255 if x.dtype == np.uint8 else None)
-            wrong = truth is not None and bool((truth[i] != pred[i]).any())
-            text = f"predict: {as_text(pred[i])}" + (f"\ntrue: {as_text(truth[i])}" if wrong else "")
-            ax.set_title(text, fontsize=8, color=WRONG_COLOR if wrong else "black")
-    if n == 0:
-        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
-    fig.suptitle(title)
-    return _save(fig, path)
+    titles, colors = [], []
+    for i in range(len(x)):
+        wrong = truth is not None and bool((truth[i] != pred[i]).any())
+        titles.append(f"predict: {as_text(pred[i])}" + (f"\ntrue: {as_text(truth[i])}" if wrong else ""))
+        colors.append(WRONG_COLOR if wrong else "black")
+    return _grid(x, titles, colors, title, path, ncols=ncols)
 
 
 def plot_confident_mistakes(images: Any, y: Any, preds: Any, probs: Any, path: str | os.PathLike,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from mnistlab.config import MODEL_FIELDS, Config, changed_fields, ignored_options, show_setting
@@ -225,6 +226,9 @@ class TrainSession:
         return history
 
 
+FIGURE_WORKERS = 2  # processes drawing a run's figures at its end (reporting.parallel; 1: in this process)
+
+
 def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
     """evaluation.json (the full test report) and, unless --no-figures, the run's figures."""
     from mnistlab.fileio import atomic_write_json
@@ -240,18 +244,21 @@ def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: tor
     atomic_write_json(run.path / "evaluation.json", report)
     if not cfg.figures or data.test_images is None:
         return
-    from mnistlab.reporting import plots
-
+    # Everything the figures need, as numpy, before forking: the drawing processes must not call torch.
     probs = class_probabilities(test_logits, cfg.loss)
-    preds = probs.argmax(1)
-    conf = probs.max(1).values
-    images = data.test_images
-    plots.plot_training_curves(run.records(), run.path / "curves.png")
-    plots.plot_confusion_matrix(torch.tensor(report["confusion_matrix"]), data.class_names, run.path / "confusion.png")
-    plots.plot_prediction_grid(images[:25], preds[:25].numpy(), conf[:25].numpy(), run.path / "predictions.png",
-                               labels=y[:25].numpy(), class_names=data.class_names, title="test images: predicted class")
-    plots.plot_confident_mistakes(images, y.numpy(), preds.numpy(), conf.numpy(), run.path / "mistakes.png",
-                                  class_names=data.class_names)
+    preds = probs.argmax(1).cpu().numpy()
+    conf = probs.max(1).values.cpu().numpy()
+    y = y.numpy()
+    images, names = data.test_images, data.class_names
+    from mnistlab.reporting import parallel, plots  # matplotlib, imported once here and shared by the forks
+
+    parallel.render_all([
+        (plots.plot_training_curves, (run.records(), run.path / "curves.png"), {}),
+        (plots.plot_confusion_matrix, (np.asarray(report["confusion_matrix"]), names, run.path / "confusion.png"), {}),
+        (plots.plot_prediction_grid, (images[:25], preds[:25], conf[:25], run.path / "predictions.png"),
+         {"labels": y[:25], "class_names": names, "title": "test images: predicted class"}),
+        (plots.plot_confident_mistakes, (images, y, preds, conf, run.path / "mistakes.png"), {"class_names": names}),
+    ], workers=min(FIGURE_WORKERS, parallel.usable_cpus()))
 
 
 def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
@@ -267,10 +274,13 @@ def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test
     atomic_write_json(run.path / "evaluation.json", report)
     if not cfg.figures or data.test_images is None:
         return
-    from mnistlab.reporting import plots
+    decided = (probs[:24] >= cfg.threshold).cpu().numpy()
+    from mnistlab.reporting import parallel, plots
 
-    plots.plot_training_curves(run.records(), run.path / "curves.png")
-    plots.plot_label_set_grid(data.test_images[:24], probs[:24] >= cfg.threshold, run.path / "predictions.png", y[:24],
-                              class_names=data.class_names, title=f"test images: predicted label sets ({decision})")
-    plots.plot_bars(data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png",
-                    title="per-label F1 on the test set", ylabel="F1")
+    parallel.render_all([
+        (plots.plot_training_curves, (run.records(), run.path / "curves.png"), {}),
+        (plots.plot_label_set_grid, (data.test_images[:24], decided, run.path / "predictions.png", y[:24].numpy()),
+         {"class_names": data.class_names, "title": f"test images: predicted label sets ({decision})"}),
+        (plots.plot_bars, (data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png"),
+         {"title": "per-label F1 on the test set", "ylabel": "F1"}),
+    ], workers=min(FIGURE_WORKERS, parallel.usable_cpus()))

@@ -1,0 +1,149 @@
+"""reporting.parallel.render_all: forked and in-process drawing write the same files; a failure is one clear
+FigureError after every other figure is written, and leaves no partial file; a run's write_artifacts draws
+its four figures through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnistlab.errors import FigureError
+from mnistlab.fileio import atomic_open
+from mnistlab.reporting import parallel, plots
+
+forking = pytest.mark.skipif(not parallel.fork_available(), reason="render_all forks only on Linux")
+
+
+def _write_pid(path: Path) -> None:
+    """A job that records which process ran it."""
+    path.write_text(str(os.getpid()))
+
+
+def _fail(path: Path) -> None:
+    raise ValueError("bad data\nsecond line")
+
+
+def _half_write(path: Path) -> None:
+    """A writer that dies half way through its atomic write."""
+    with atomic_open(path) as f:
+        f.write(b"half a PNG")
+        raise OSError("disk full (injected)")
+
+
+def _jobs(folder: Path) -> list:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(9, 28, 28), dtype=np.uint8)
+    return [
+        (plots.plot_bars, (["a", "b"], [1.0, 2.0], folder / "bars.png", "t", "y"), {}),
+        (plots.plot_prediction_grid, (images, np.arange(9) % 10, np.full(9, 0.7), folder / "grid.png"),
+         {"labels": np.zeros(9, int)}),
+        (plots.plot_confusion_matrix, (np.eye(3, dtype=int) * 5 + 1, None, folder / "cm.png"), {}),
+        (plots.plot_series, ([1, 2, 3], {"x": [3.0, 2.0, 1.0]}, folder / "s.png", "t", "x", "y"), {}),
+    ]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".png"}
+
+
+@forking
+def test_forked_and_sequential_drawing_write_the_same_files(tmp_path):
+    forked, here = tmp_path / "forked", tmp_path / "here"
+    parallel.render_all(_jobs(forked) + [(_write_pid, (forked / "a.pid",), {}), (_write_pid, (forked / "b.pid",), {})],
+                        workers=2)
+    parallel.render_all(_jobs(here) + [(_write_pid, (here / "a.pid",), {})], workers=1)
+    assert set(_files(forked)) == {"bars.png", "grid.png", "cm.png", "s.png"}
+    assert _files(forked) == _files(here)  # byte for byte
+    pids = {int((forked / f"{k}.pid").read_text()) for k in "ab"}
+    assert len(pids) == 2 and os.getpid() not in pids  # two children drew them
+    assert int((here / "a.pid").read_text()) == os.getpid()
+
+
+@pytest.mark.parametrize("workers", [pytest.param(2, marks=forking), 1])
+def test_a_failing_figure_is_one_clear_error_after_the_others_are_written(tmp_path, workers):
+    jobs = _jobs(tmp_path)
+    jobs.insert(1, (_fail, (tmp_path / "broken.png",), {}))
+    jobs.insert(3, (_half_write, (tmp_path / "half.png",), {}))
+    with pytest.raises(FigureError) as info:
+        parallel.render_all(jobs, workers=workers)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"drawing _fail ({tmp_path / 'broken.png'}) failed: ValueError: bad data second line")
+    assert message.endswith("(and 1 more)")  # the half-written one
+    assert set(_files(tmp_path)) == {"bars.png", "grid.png", "cm.png", "s.png"}  # the others are all there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "cm.png", "grid.png", "s.png"]  # no temp file
+
+
+@forking
+def test_a_drawing_process_that_dies_is_reported(tmp_path):
+    kill = (os.kill, (0, 0), {})  # harmless: signal 0 to our own process group
+    jobs = [(plots.plot_bars, (["a"], [1.0], tmp_path / "ok.png", "t", "y"), {}), kill,
+            kill, (lambda: os.kill(os.getpid(), signal.SIGKILL), (), {})]
+    with pytest.raises(FigureError, match=r"^the process drawing kill, <lambda> was killed by signal 9$"):
+        parallel.render_all(jobs, workers=2)
+    assert (tmp_path / "ok.png").is_file()
+
+
+def test_tensors_are_refused_before_anything_is_drawn(tmp_path):
+    with pytest.raises(TypeError, match="torch Tensor; pass numpy arrays"):
+        parallel.render_all([(plots.plot_bars, (["a"], [1.0], tmp_path / "a.png", "t", "y"), {}),
+                             (plots.plot_confusion_matrix, (torch.eye(2), None, tmp_path / "cm.png"), {})])
+    assert list(tmp_path.iterdir()) == []
+    parallel.render_all([], workers=2)  # nothing to draw: nothing happens
+
+
+# ---------------------------------------------------------------------------- a run's figures
+
+
+def _run_folder(tmp_path: Path, records: list[dict]):
+    from mnistlab.runs.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def _logits(bundle) -> torch.Tensor:
+    """Logits right for about 80% of the test images, so there are mistakes to show."""
+    g = torch.Generator().manual_seed(0)
+    y = bundle.test.y
+    guess = torch.where(torch.rand(len(y), generator=g) < 0.8, y, torch.randint(0, 10, (len(y),), generator=g))
+    return torch.nn.functional.one_hot(guess, 10).float() * 4 + torch.randn(len(y), 10, generator=g)
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_write_artifacts_writes_evaluation_and_the_four_figures(tmp_path, synthetic_bundle, workers, monkeypatch):
+    from mnistlab.config import Config
+    from mnistlab.runs import session
+
+    monkeypatch.setattr(session, "FIGURE_WORKERS", workers)
+    records = [{"kind": "step", "step": s, "epoch": s / 10, "loss": 2.0 / s, "acc": 1 - 1 / s} for s in range(1, 10)]
+    records += [{"kind": "epoch", "epoch": 1, "step": 9, "val_loss": 0.5, "val_acc": 0.8},
+                {"kind": "test", "step": 9, "test_loss": 0.6, "test_acc": 0.79}]
+    run = _run_folder(tmp_path, records)
+    session.write_artifacts(run, Config(dataset="synthetic"), synthetic_bundle, _logits(synthetic_bundle))
+    report = json.loads((run.path / "evaluation.json").read_text())
+    assert 0.6 < report["accuracy"] < 0.95
+    for name in ("curves.png", "confusion.png", "predictions.png", "mistakes.png"):
+        with Image.open(run.path / name) as im:
+            assert im.format == "PNG" and min(im.size) > 150, name
+    assert not [p for p in run.path.iterdir() if p.name.startswith(".")]
+
+
+def test_write_artifacts_reports_a_broken_figure_after_writing_the_rest(tmp_path, synthetic_bundle):
+    from mnistlab.config import Config
+    from mnistlab.runs import session
+
+    run = _run_folder(tmp_path, [{"kind": "test", "test_loss": 0.6, "test_acc": 0.79}])  # nothing to plot curves from
+    with pytest.raises(FigureError, match=r"^drawing plot_training_curves \(.*curves\.png\) failed: ValueError: no"):
+        session.write_artifacts(run, Config(dataset="synthetic"), synthetic_bundle, _logits(synthetic_bundle))
+    assert sorted(p.name for p in run.path.iterdir()) == ["confusion.png", "evaluation.json", "metrics.jsonl",
+                                                        "mistakes.png", "predictions.png"]
