@@ -117,3 +117,29 @@ def test_dataset_view_works_with_a_dataloader(arrays):
     assert torch.equal(xb, bundle.train.x[:50]) and len(ImageDataset(bundle.val)) == 100
     flat = bundle.train.flat()
     assert flat.shape == (500, 784) and flat.data_ptr() == bundle.train.x.data_ptr()
+
+
+def test_pixel_split_batches_equal_the_eagerly_normalised_float_split():
+    import numpy as np
+    import torch
+
+    from mnistlab.data.loader import Split, to_device_split
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=50)
+    mean, std = (0.1307,), (0.3081,)
+    split = to_device_split(images, labels, mean, std, "cpu", index=np.arange(50)[::-1].copy())
+    assert split.pixels.dtype == torch.uint8 and split._x is None  # nothing float built yet
+    eager = (torch.from_numpy(images[::-1].copy())[:, None].float().div_(255.0) - mean[0]) / std[0]
+    idx = torch.tensor([3, 0, 49, 7])
+    x, y = split.take(idx)
+    assert torch.equal(x, eager[idx]) and torch.equal(y, torch.from_numpy(labels[::-1].copy())[idx])
+    assert torch.equal(split.rows(10, 20)[0], eager[10:20])
+    part = split.part(5, 15)
+    assert len(part) == 10 and torch.equal(part.take(torch.tensor([0]))[0], eager[5:6])
+    assert split.shape == (50, 1, 28, 28) and torch.equal(split.x, eager)  # x: built on first use
+    with pytest.raises(ValueError, match="uint8"):
+        Split.from_pixels(torch.zeros(2, 1, 3, 3), torch.zeros(2), (0.0,), (1.0,))
+    with pytest.raises(ValueError, match="either"):
+        Split(None, torch.zeros(2))

@@ -57,6 +57,11 @@ def test_mnist_embedded_and_cached(monkeypatch):
     np.testing.assert_array_equal(again.train_x, data.train_x)
     np.testing.assert_array_equal(again.test_y, data.test_y)
     assert again.train_x.flags.writeable and type(again.train_x) is np.ndarray
+    # memory-mapped copy-on-write: nothing read up front, and a write never reaches the cache file
+    assert not again.train_x.flags.owndata
+    before = cached[0].parent.joinpath("train_x.npy").read_bytes()
+    again.train_x[0, 0, 0] = 255 - again.train_x[0, 0, 0]
+    assert cached[0].parent.joinpath("train_x.npy").read_bytes() == before
 
 
 def test_cache_not_writable_is_skipped(tmp_path, monkeypatch):

@@ -263,6 +263,7 @@ def launch_torchrun(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a run: the first line, a progress bar and one row per epoch, then the test result."""
+    args.started = time.monotonic()  # for $MNISTLAB_PHASES: before torch is imported
     from mnistlab.training.distributed import shutdown
 
     if getattr(args, "nproc", None) not in (None, 1):
@@ -274,8 +275,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    started = getattr(args, "started", time.monotonic())
     from mnistlab.runs.session import TrainSession, check_names
     from mnistlab.training.distributed import current, env_world
+
+    imported = time.monotonic()
 
     if args.resume:
         changes = resume_changes(args)
@@ -337,9 +341,23 @@ def _train(args: argparse.Namespace) -> int:
             out(f"data-parallel: {dist.world} processes ({'nccl' if dist.comm_device.type == 'cuda' else 'gloo'}), "
                 f"global batch {cfg.batch_size} ({shares} images per rank)")
     start = time.perf_counter()
+
+    def on_test(history: Any) -> None:  # the result first; the run's files and figures follow
+        if not dist.is_main:
+            return
+        test = history.test
+        n = len(data.test)
+        what = "Accuracy" if data.test.y.dim() == 1 else f"Subset accuracy (threshold {cfg.threshold:g})"
+        out(
+            f"Test set: Average loss: {test.loss:.4f}, {what}: {round(test.acc * n)}/{n} ({100 * test.acc:.2f}%)",
+            f"Training time {history.train_seconds:.2f} s, testing time {history.test_seconds:.2f} s, "
+            f"total {time.perf_counter() - start:.2f} s",
+        )
+
     try:
         with _StopFlag() as stop:
-            history = session.fit(on_epoch_start=on_epoch_start, on_step=on_step, on_epoch_end=on_epoch_end, should_stop=stop)
+            history = session.fit(on_epoch_start=on_epoch_start, on_step=on_step, on_epoch_end=on_epoch_end, should_stop=stop,
+                                  on_test=on_test)
     except TrainingDiverged as e:
         if bar is not None:
             bar.close()
@@ -366,18 +384,30 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if not dist.is_main:
         return 0
-    test = history.test
-    n = len(data.test)
-    correct = round(test.acc * n)
-    what = "Accuracy" if data.test.y.dim() == 1 else f"Subset accuracy (threshold {cfg.threshold:g})"
-    out(
-        f"Test set: Average loss: {test.loss:.4f}, {what}: {correct}/{n} ({100 * test.acc:.2f}%)",
-        f"Training time {history.train_seconds:.2f} s, testing time {history.test_seconds:.2f} s, "
-        f"total {time.perf_counter() - start:.2f} s",
-    )
     if session.run:
         out(f"saved run {session.run.path}  (evaluate: {PROG} evaluate {session.run.path})")
+    _write_phases(session, history, started, imported)
     return 0
+
+
+def _write_phases(session: TrainSession, history: Any, started: float, imported: float) -> None:
+    """For benchmarks/speedrun_command.py: where this run's time went, as JSON in $MNISTLAB_PHASES.
+
+    Timestamps are time.monotonic() (one clock for the benchmark's process and this one); durations
+    are seconds. Nothing is written without the variable.
+    """
+    import os
+
+    path = os.environ.get("MNISTLAB_PHASES")
+    if not path:
+        return
+    from mnistlab.fileio import atomic_write_json
+
+    t = session.timings
+    atomic_write_json(path, {"t_main": started, "t_imports": imported, "data_s": t.get("data", 0.0),
+                             "model_s": t.get("model", 0.0), "train_s": history.train_seconds,
+                             "test_s": history.test_seconds, "artifacts_s": t.get("artifacts", 0.0),
+                             "t_end": time.monotonic()})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -32,11 +32,14 @@ def entry_folder(kind: str, name: str) -> Path:
     return cache_dir() / kind / name
 
 
-def load_npy(path: str | os.PathLike) -> np.ndarray:
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     """`np.load` of a cache file whose header is first checked against the file's size.
 
     A damaged (or planted) .npy whose header declares a huge shape would otherwise be allocated in
     full, a MemoryError, before the short read is noticed. Raises ValueError (or OSError) instead.
+    With `mmap`, the array is a copy-on-write memory map of the file: no read and no fresh memory
+    up front (pages come from the OS's file cache as they are used), writable without touching the
+    file; the entry's files are replaced atomically, never rewritten in place, so a map stays valid.
     """
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
@@ -49,15 +52,21 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         declared = math.prod(shape) * dtype.itemsize
         if dtype.hasobject or declared != os.fstat(f.fileno()).st_size - f.tell():
             raise ValueError(f"{path}: the .npy header does not match the file's size")
+        if mmap:
+            return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))  # a plain ndarray over the map
         f.seek(0)
         return np.load(f, allow_pickle=False)
 
 
-def read_arrays(folder: Path, names: tuple[str, ...] | list[str]) -> tuple[dict[str, np.ndarray], dict] | None:
-    """The arrays `names` of the entry in `folder` and its meta.json; None when any is absent or corrupt."""
+def read_arrays(folder: Path, names: tuple[str, ...] | list[str],
+                mmap: bool = False) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The arrays `names` of the entry in `folder` and its meta.json; None when any is absent or corrupt.
+
+    `mmap`: memory-mapped, copy-on-write (see `load_npy`).
+    """
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
-        arrays = {a: load_npy(folder / f"{a}.npy") for a in names}
+        arrays = {a: load_npy(folder / f"{a}.npy", mmap=mmap) for a in names}
     except (OSError, ValueError, EOFError):  # ValueError covers bad JSON and bad .npy headers
         return None
     return (arrays, meta) if isinstance(meta, dict) else None

@@ -6,7 +6,8 @@ directory (metrics.jsonl, checkpoints) and, at the end, writes evaluation.json a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -128,6 +129,9 @@ class TrainSession:
     model: torch.nn.Module
     trainer: Trainer
     run: RunDir | None
+    # Seconds spent loading the data, building the model and writing the run's files and figures
+    # (keys "data", "model", "artifacts"): where a run's time goes, beside History's training and test.
+    timings: dict[str, float] = field(default_factory=dict)
 
     Interrupted = TrainingInterrupted
 
@@ -150,11 +154,13 @@ class TrainSession:
         taken = dist.agree(taken)  # every rank stops on rank 0's refusal
         if taken:
             raise ConfigError(taken)
+        t0 = time.perf_counter()
         data = data or load_data(cfg, device)
+        t1 = time.perf_counter()
         model = build_model(cfg, data).to(device)
         trainer = Trainer(model, data, cfg)
         run = RunDir.create(cfg) if cfg.save_run and dist.is_main else None
-        return cls(cfg, data, model, trainer, run)
+        return cls(cfg, data, model, trainer, run, {"data": t1 - t0, "model": time.perf_counter() - t1})
 
     @classmethod
     def resume(cls, run_path: str | Path, device: str | None = None, threads: int | None = None) -> "TrainSession":
@@ -185,8 +191,12 @@ class TrainSession:
 
     def fit(self, on_epoch_start: Callable | None = None, on_step: Callable | None = None,
             on_epoch_end: Callable | None = None, should_stop: Callable[[], bool] | None = None,
-            on_log: Callable[[dict], None] | None = None) -> History:
-        """Train to the end, logging to the run directory; then evaluate and draw the figures."""
+            on_log: Callable[[dict], None] | None = None, on_test: Callable[[History], None] | None = None) -> History:
+        """Train to the end, logging to the run directory; then evaluate and draw the figures.
+
+        `on_test(history)` is called with the test result before the run's files and figures are
+        written, so that a caller can show the result without waiting for them.
+        """
         run = self.run
 
         def log_epoch(record: dict) -> None:
@@ -217,12 +227,16 @@ class TrainSession:
             if run:
                 run.remove_if_failed_start()
             raise
+        if on_test:
+            on_test(history)
         if run:
+            start = time.perf_counter()
             test = history.test
             run.log({"kind": "test", "step": self.trainer.state.step, "test_loss": test.loss, "test_acc": test.acc,
                      "train_time_s": history.train_seconds, "test_time_s": history.test_seconds})
             write_artifacts(run, self.cfg, self.data, test.logits)
             run.release()
+            self.timings["artifacts"] = time.perf_counter() - start
         return history
 
 
