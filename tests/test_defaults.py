@@ -15,7 +15,8 @@ from mnistlab.errors import ConfigError
 def test_fastcnn_has_its_own_measured_rate_and_smoothing():
     cfg = Config()
     assert cfg.model == "fastcnn"
-    assert (cfg.peak_lr, cfg.effective_label_smoothing, cfg.tta) == (0.5, 0.1, False)
+    assert (cfg.peak_lr, cfg.effective_label_smoothing, cfg.effective_tta, cfg.tta_views) == (0.5, 0.1, True, 5)
+    assert Config(tta=False).effective_tta is False
     assert (cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.batch_size) == ("sgd", 0.9, True, 5e-4, 256)
     assert (cfg.epochs, cfg.steps, cfg.min_steps, cfg.schedule, cfg.warmup) == (None, None, 400, "onecycle", 0.3)
 
@@ -24,7 +25,8 @@ def test_fastcnn_has_its_own_measured_rate_and_smoothing():
 def test_every_other_model_keeps_sgd_at_0_15_without_smoothing(model):
     # LeNet and the RNN diverge with SGD at 0.3; the fastcnn setting was measured for fastcnn only.
     cfg = Config(model=model)
-    assert (cfg.peak_lr, cfg.effective_label_smoothing) == (0.15, 0.0)
+    assert (cfg.peak_lr, cfg.effective_label_smoothing, cfg.effective_tta) == (0.15, 0.0, False)
+    assert Config(model=model, tta=True).effective_tta
 
 
 def test_what_is_given_wins_over_the_model_defaults():
@@ -67,4 +69,5 @@ def test_the_first_line_shows_the_recipe(capsys):
     # Two steps of the default recipe on a 512-image subset: the first line names every setting.
     assert cli.main(["train", "--train-size", "512", "--steps", "2", "--no-save-run", "--threads", "1"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert "sgd lr 0.5 momentum 0.9 nesterov wd 0.0005, onecycle warmup 30%, label smoothing 0.1, batch 256, 2 steps" in first
+    assert ("sgd lr 0.5 momentum 0.9 nesterov wd 0.0005, onecycle warmup 30%, label smoothing 0.1, test-time augmentation "
+            "(5 views), batch 256, 2 steps") in first

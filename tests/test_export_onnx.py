@@ -22,7 +22,7 @@ from mnistlab.cli import main  # noqa: E402
 from mnistlab.errors import CheckpointError, ExportError, MnistlabError  # noqa: E402
 from mnistlab.evaluation.predict import Predictor  # noqa: E402
 from mnistlab.export import onnx_export  # noqa: E402
-from mnistlab.export.onnx_export import Exported, export_onnx  # noqa: E402
+from mnistlab.export.onnx_export import export_onnx, exported_model  # noqa: E402
 from mnistlab.export.runtime import OnnxPredictor  # noqa: E402
 from mnistlab.runs.checkpoint import load_checkpoint  # noqa: E402
 
@@ -68,7 +68,7 @@ def test_every_family_exports_and_matches_pytorch_at_batch_1_and_37(name, runs, 
     assert report["max_prob_diff"] <= 1e-4 and report["agreement"] >= 0.9999
     assert report["onnx_accuracy"] == pytest.approx(report["torch_accuracy"], abs=1e-4)
     ckpt = load_checkpoint(runs[name])
-    model = Exported(ckpt.build_model().eval(), *ckpt.norm).eval()
+    model = exported_model(ckpt)  # with the run's test-time augmentation views (fastcnn's default)
     onnx = OnnxPredictor.from_file(path)
     rng = np.random.default_rng(0)
     for n in (1, 37):
@@ -93,6 +93,11 @@ def test_metadata_round_trips(runs, exported):
     multi = OnnxPredictor.from_file(exported["multilabel"][0])
     assert multi.multilabel and multi.rule == "sigmoid" and multi.in_shape == (1, 28, 84)
     assert multi.threshold == 0.5
+    # fastcnn runs test with 5 shifted views by default, and the graph holds them; an mlp run has none
+    assert m["test_time_augmentation"].startswith("logits averaged over 5 shifted views")
+    assert multi.metadata["test_time_augmentation"] == "none"
+    run_accuracy = json.loads((runs["fastcnn"] / "evaluation.json").read_text())["accuracy"]
+    assert float(m["test_accuracy"]) == pytest.approx(run_accuracy, abs=1e-9)
 
 
 def test_predict_through_onnxruntime_equals_predict_through_torch(runs, exported, tmp_path, mnist_raw):

@@ -66,7 +66,8 @@ def with_lecture_changes(key: str, old: list[dict[str, Any]]) -> list[dict[str, 
 def settings(cfg: Any) -> dict[str, Any]:
     """Every field of a Config, with the learning rate and the label smoothing it trains with."""
     smoothing = getattr(cfg, "effective_label_smoothing", cfg.label_smoothing)  # a plain field at 63be84b
-    return {**cfg.to_dict(), "peak_lr": cfg.peak_lr, "label_smoothing": smoothing}
+    tta = getattr(cfg, "effective_tta", cfg.tta)  # a plain field until issue 17
+    return {**cfg.to_dict(), "peak_lr": cfg.peak_lr, "label_smoothing": smoothing, "tta": tta}
 
 
 def lesson_settings(name: str, quick: bool, out_dir: Path) -> list[dict[str, Any]]:

@@ -40,8 +40,10 @@ def test_three_view_tta_is_the_image_and_its_diagonal_shifts():
     views = tta_views(x, count=3)
     assert tta_shifts(3) == ((0, 0), (1, 1), (-1, -1)) and len(views) == 3
     assert torch.equal(views[0], x)
-    # shifted right and down by one: the pixel at (r, c) moves to (r + 1, c + 1); the new border is the minimum
-    assert torch.equal(views[1][..., 1:, 1:], x[..., :-1, :-1]) and float(views[1][..., 0, :].max()) == float(x.amin())
+    # shifted right and down by one: the pixel at (r, c) moves to (r + 1, c + 1); the new border is each image's minimum
+    assert torch.equal(views[1][..., 1:, 1:], x[..., :-1, :-1])
+    for i in range(2):
+        assert torch.equal(views[1][i, 0, 0, :], x[i].amin().expand(6)) and torch.equal(views[1][i, 0, :, 0], x[i].amin().expand(6))
     assert torch.equal(views[2], shift_images(x, -1, -1))
     with pytest.raises(ValueError, match="3 or 5"):
         tta_shifts(4)
@@ -50,8 +52,10 @@ def test_three_view_tta_is_the_image_and_its_diagonal_shifts():
 def test_tta_views_needs_tta_and_is_3_or_5():
     from mnistlab.config import ignored_options
 
-    assert "test-time augmentation is off" in ignored_options(Config(tta_views=3))["tta_views"]
-    assert "tta_views" not in ignored_options(Config(tta=True, tta_views=3))
+    assert "test-time augmentation is off" in ignored_options(Config(tta=False, tta_views=3))["tta_views"]
+    assert "test-time augmentation is off" in ignored_options(Config(model="mlp", tta_views=3))["tta_views"]
+    assert "tta_views" not in ignored_options(Config(tta_views=3))  # fastcnn's default: on
+    assert "tta_views" not in ignored_options(Config(model="mlp", tta=True, tta_views=3))
     with pytest.raises(ConfigError, match="tta"):
         Config(tta=True, tta_views=4).validate()
     Config(tta=True, tta_views=3).validate()
@@ -74,3 +78,43 @@ def test_entry_exits_at_once_after_fast_commands_only(tmp_path):
     assert "os._exit 1" in bad.stdout and "no such run" in bad.stderr  # the error line is flushed first
     other = _entry(["models"])
     assert "sys.exit 0" in other.stdout and "fastcnn" in other.stdout
+
+
+def test_shift_equals_padding_each_image_with_its_own_background():
+    import torch.nn.functional as F
+
+    def padded(x, dx, dy):  # the reference: pad each image's channel with its minimum, then crop
+        pad, (h, w) = max(abs(dx), abs(dy)), x.shape[-2:]
+        return torch.stack([torch.stack([F.pad(c, (pad,) * 4, value=float(c.amin()))[pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+                                         for c in img]) for img in x])
+
+    x = torch.randn(4, 2, 7, 9)
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (2, -1)):
+        assert torch.equal(shift_images(x, dx, dy), padded(x, dx, dy)), (dx, dy)
+    # one image's result does not depend on the batch it is in
+    assert torch.equal(shift_images(x[1:2], 1, 1), shift_images(x, 1, 1)[1:2])
+
+
+@pytest.mark.parametrize("flags, views", [([], 5), (["--tta-views", "3"], 3), (["--no-tta"], 0)])
+def test_predict_and_evaluate_use_the_views_the_run_was_tested_with(tmp_path, flags, views):
+    import json
+
+    import numpy as np
+
+    from mnistlab import cli
+    from mnistlab.data.raw import load_raw
+    from mnistlab.evaluation.predict import Predictor
+    from mnistlab.models.tta import TTAModel
+
+    assert cli.main(["train", "--dataset", "synthetic", "--steps", "20", "--no-figures", "-q", "--threads", "1",
+                     "--out-dir", str(tmp_path), "--name", "r", *flags]) == 0
+    run = tmp_path / "r"
+    predictor = Predictor.from_checkpoint(run)
+    assert isinstance(predictor.model, TTAModel) == bool(views)
+    if views:
+        assert predictor.model.views == views
+    test = load_raw("synthetic").test_x
+    probs = predictor.probabilities(test)
+    from_run = json.loads((run / "evaluation.json").read_text())["accuracy"]
+    labels = load_raw("synthetic").test_y
+    assert float((probs.argmax(1) == labels).mean()) == pytest.approx(from_run, abs=1e-9)

@@ -181,12 +181,12 @@ def run_one(path: str, cfg: Config, target: float) -> dict[str, Any]:
         from mnistlab.training.trainer import Hooks
 
         def on_epoch_end(record: dict) -> None:
-            curve.append((record["epoch"], trainer.state.train_seconds, trainer.evaluate(data.test, tta=cfg.tta).acc))
+            curve.append((record["epoch"], trainer.state.train_seconds, trainer.evaluate(data.test, tta=cfg.effective_tta).acc))
 
         trainer.fit(Hooks(on_epoch_end=on_epoch_end))
         train_s = trainer.state.train_seconds
         infer = _timed(lambda: trainer.evaluate(data.test), repeats=3, burn_in=1)
-        if cfg.tta:
+        if cfg.effective_tta:
             result["tta_test_seconds"] = trainer.evaluate(data.test, tta=True).seconds
     result["infer_images_per_s"] = len(data.test) / statistics.median(infer)
     # The test evaluation that a run ends with: with TTA when the config asks for it.

@@ -215,6 +215,8 @@ def describe_run(session: "TrainSession", resumed: bool = False) -> str:
         training.append(f"label smoothing {cfg.effective_label_smoothing:g}")
     if cfg.augment:
         training.append("augmented")
+    if cfg.effective_tta:
+        training.append(f"test-time augmentation ({cfg.tta_views} views{', mirrored' if cfg.aug_flip else ''})")
     length = cfg.run_length(trainer.steps_per_epoch)
     where = f"run {session.run.path}" if session.run else "no run directory (--no-save-run)"
     if resumed:

@@ -53,7 +53,7 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     if channels_last:
         model.to(memory_format=torch.channels_last)
     threshold = cfg.threshold if threshold is None else threshold  # the run's own was validated by its Config
-    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.tta if tta is None else tta, channels_last, threshold=threshold,
+    result = evaluate(model, chosen, cfg.loss, batch_size, cfg.effective_tta if tta is None else tta, channels_last, threshold=threshold,
                       tta_mirror=cfg.aug_flip, tta_views_count=cfg.tta_views)
     if chosen.y.dim() == 2:  # multi-hot label sets
         decision = f"{'sigmoid' if cfg.loss == 'bce' else 'softmax'} >= {threshold:g}"

@@ -57,6 +57,17 @@ class Exported(nn.Module):
         return as_class_logits(self.model((x - self.mean) * self.inv_std))
 
 
+def exported_model(ckpt: Any) -> Exported:
+    """What the ONNX graph computes for a checkpoint: normalisation, the model (in eval mode) and,
+    when the run evaluated with test-time augmentation, the same views, so the file's accuracy is the run's."""
+    from mnistlab.models.tta import TTAModel
+
+    net = ckpt.build_model().float().eval()
+    if ckpt.cfg.effective_tta:
+        net = TTAModel(net, ckpt.cfg.tta_views, mirror=ckpt.cfg.aug_flip).eval()
+    return Exported(net, *ckpt.norm).eval()
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[io.StringIO]:
     """Swallow everything the exporter says: Python warnings, logging, and prints to fd 1 and 2 (C++ too)."""
@@ -200,7 +211,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         raise ExportError(f"{ckpt.path}: a {ckpt.kind} checkpoint; only image classifiers export to ONNX")
     cfg = ckpt.cfg
     out = Path(out) if out is not None else default_out(checkpoint, quantize)
-    model = Exported(ckpt.build_model().float().eval(), *ckpt.norm).eval()
+    model = exported_model(ckpt)
     c, h, w = ckpt.in_shape
     # As `class_probabilities`: per-class sigmoids for bce; softmax otherwise, and for a single binary
     # logit z, whose graph output [0, z] has the softmax [1 - sigmoid(z), sigmoid(z)].
@@ -251,6 +262,9 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
                                  f"ratio; centred by centre of mass in {h}x{w}; uint8 / 255 -> [0, 1]"},
         "parameters": str(sum(p.numel() for p in ckpt.build_model().parameters())),
         "quantized": "none", "checkpoint": ckpt.path.name,
+        "test_time_augmentation": (f"logits averaged over {cfg.tta_views} shifted views"
+                                   f"{' and their mirror images' if cfg.aug_flip else ''}, inside the graph")
+                                  if cfg.effective_tta else "none",
     }
     _set_metadata(proto, meta)
     data = proto.SerializeToString()

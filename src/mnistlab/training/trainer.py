@@ -27,41 +27,14 @@ from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permuta
 # resolve_device and uses_convolutions moved to device.py; they stay importable from here.
 from mnistlab.device import autocast, resolve_device, same_device, synchronize, use_channels_last, uses_convolutions
 from mnistlab.errors import ConfigError, TrainingDiverged
+from mnistlab.models.tta import TTA_SHIFTS, shift_images, tta_shifts, tta_views  # noqa: F401  (importable from here)
 from mnistlab.training.distributed import Dist, current, wrap
 from mnistlab.training.losses import compute_loss, predict_classes, predict_labels
 from mnistlab.training.optim import SGD, build_optimizer
 from mnistlab.training.schedule import lr_at
 
 
-def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """Shift a batch by whole pixels, filling with the background (the minimum value)."""
-    if dx == 0 and dy == 0:
-        return x
-    pad = max(abs(dx), abs(dy))
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (pad, pad, pad, pad), value=float(x.amin()))
-    return padded[..., pad - dy : pad - dy + h, pad - dx : pad - dx + w]
-
-
-TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-# The speedrun's cheaper set: two diagonal shifts move the digit along both axes at once (chosen on
-# validation accuracy against 3 of the 4 axis shifts, BENCHMARKS.md).
-TTA_SHIFTS_3 = ((0, 0), (1, 1), (-1, -1))
-
-
-def tta_shifts(views: int = 5) -> tuple[tuple[int, int], ...]:
-    """The (dx, dy) pixel shifts of `views` test-time augmentation views (3 or 5)."""
-    if views == 5:
-        return TTA_SHIFTS
-    if views == 3:
-        return TTA_SHIFTS_3
-    raise ValueError(f"test-time augmentation takes 3 or 5 views, not {views}")
-
-
-def tta_views(x: torch.Tensor, mirror: bool = False, count: int = 5) -> list[torch.Tensor]:
-    """The `count` test-time augmentation views of a batch (small shifts), and their mirror images if `mirror`."""
-    views = [shift_images(x, dx, dy) for dx, dy in tta_shifts(count)]
-    return views + [v.flip(-1) for v in views] if mirror else views
+# The test-time augmentation views live in models/tta.py (shared with prediction and export).
 
 
 @dataclass
@@ -290,7 +263,7 @@ class ImageTask(Task):
         return record
 
     def test(self, model: nn.Module) -> tuple[EvalResult, float]:
-        test = self.trainer.evaluate(self.trainer.data.test, tta=self.trainer.cfg.tta)
+        test = self.trainer.evaluate(self.trainer.data.test, tta=self.trainer.cfg.effective_tta)
         return test, test.seconds
 
     def diverged(self, loss: float, step: int, lr: float) -> str:

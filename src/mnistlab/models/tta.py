@@ -1,0 +1,62 @@
+"""Test-time augmentation: a classifier's logits averaged over shifted views of each image.
+
+One definition for every path that classifies: the test evaluation (training/trainer.evaluate),
+`Predictor` (predict, serve), and the ONNX export, whose graph holds the same views, so that a
+run's test accuracy, its predictions and its exported file agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+# The speedrun's cheaper set: two diagonal shifts move the digit along both axes at once (chosen on
+# validation accuracy, BENCHMARKS.md).
+TTA_SHIFTS_3 = ((0, 0), (1, 1), (-1, -1))
+
+
+def tta_shifts(views: int = 5) -> tuple[tuple[int, int], ...]:
+    """The (dx, dy) pixel shifts of `views` test-time augmentation views (3 or 5)."""
+    if views == 5:
+        return TTA_SHIFTS
+    if views == 3:
+        return TTA_SHIFTS_3
+    raise ValueError(f"test-time augmentation takes 3 or 5 views, not {views}")
+
+
+def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Shift a batch (N, C, H, W) by whole pixels (dx right, dy down), filling with each image's background.
+
+    The background is each image's and channel's minimum, so a result never depends on the other
+    images of the batch. Built from roll and where (exact values, and an ONNX graph of fixed ops).
+    """
+    if dx == 0 and dy == 0:
+        return x
+    h, w = x.shape[-2:]
+    fill = x.amin(dim=(-2, -1), keepdim=True)
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    outside = ((rows < dy) | (rows >= h + dy))[:, None] | ((cols < dx) | (cols >= w + dx))[None, :]
+    return torch.where(outside, fill, torch.roll(x, shifts=(dy, dx), dims=(-2, -1)))
+
+
+def tta_views(x: torch.Tensor, mirror: bool = False, count: int = 5) -> list[torch.Tensor]:
+    """The `count` test-time augmentation views of a batch (small shifts), and their mirror images if `mirror`."""
+    views = [shift_images(x, dx, dy) for dx, dy in tta_shifts(count)]
+    return views + [v.flip(-1) for v in views] if mirror else views
+
+
+class TTAModel(nn.Module):
+    """`model`'s logits averaged over the test-time augmentation views of its input."""
+
+    def __init__(self, model: nn.Module, views: int = 5, mirror: bool = False) -> None:
+        super().__init__()
+        tta_shifts(views)  # fail now on a bad count
+        self.model, self.views, self.mirror = model, views, mirror
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(v).float() for v in tta_views(x, self.mirror, self.views)]).mean(0)
+
+    def extra_repr(self) -> str:
+        return f"views={self.views}, mirror={self.mirror}"
