@@ -236,3 +236,18 @@ def test_int8_quantization_keeps_accuracy_and_reports_speed(runs, tmp_path, caps
     assert q.metadata["quantized"] == "int8"
     assert any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "ConvInteger")
                for n in __import__("onnx").load(out).graph.node)
+
+
+def test_no_tta_exports_the_plain_model_and_says_so(runs, tmp_path):
+    out = tmp_path / "plain.onnx"
+    report = export_onnx(runs["fastcnn"], out=out, tta=False)
+    onnx = OnnxPredictor.from_file(out)
+    assert onnx.metadata["test_time_augmentation"] == "none"
+    assert float(onnx.metadata["test_accuracy"]) == pytest.approx(report["onnx_accuracy"])
+    ckpt = load_checkpoint(runs["fastcnn"])
+    plain, with_views = exported_model(ckpt, tta=False), exported_model(ckpt)
+    x = np.random.default_rng(1).random((5, *ckpt.in_shape), dtype=np.float32)
+    with torch.inference_mode():
+        want, views = plain(torch.from_numpy(x)).numpy(), with_views(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(onnx.logits(x), want, atol=1e-4, rtol=1e-4)
+    assert np.abs(views - want).max() > 1e-3  # the default file does hold the views

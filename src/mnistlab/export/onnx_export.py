@@ -57,13 +57,14 @@ class Exported(nn.Module):
         return as_class_logits(self.model((x - self.mean) * self.inv_std))
 
 
-def exported_model(ckpt: Any) -> Exported:
+def exported_model(ckpt: Any, tta: bool | None = None) -> Exported:
     """What the ONNX graph computes for a checkpoint: normalisation, the model (in eval mode) and,
-    when the run evaluated with test-time augmentation, the same views, so the file's accuracy is the run's."""
+    when the run evaluated with test-time augmentation (or `tta`), the same views, so the file's
+    accuracy is the run's."""
     from mnistlab.models.tta import TTAModel
 
     net = ckpt.build_model().float().eval()
-    if ckpt.cfg.effective_tta:
+    if ckpt.cfg.effective_tta if tta is None else tta:
         net = TTAModel(net, ckpt.cfg.tta_views, mirror=ckpt.cfg.aug_flip).eval()
     return Exported(net, *ckpt.norm).eval()
 
@@ -195,8 +196,12 @@ def _set_metadata(model_proto: Any, meta: dict[str, Any]) -> None:
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
-                quantize: str | None = None, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+                quantize: str | None = None, on_step: Callable[[str], None] | None = None,
+                tta: bool | None = None) -> dict[str, Any]:
     """Export, verify on the whole test set, then write atomically; an ExportError writes nothing.
+
+    `tta`: put the run's test-time augmentation views in the graph (None: as the run was tested;
+    False: the plain model, one pass per image, and the accuracy measured here goes in the metadata).
 
     Returns the figures: max_prob_diff, agreement, accuracies (torch, onnx, int8), speeds, sizes, out.
     """
@@ -211,7 +216,9 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         raise ExportError(f"{ckpt.path}: a {ckpt.kind} checkpoint; only image classifiers export to ONNX")
     cfg = ckpt.cfg
     out = Path(out) if out is not None else default_out(checkpoint, quantize)
-    model = exported_model(ckpt)
+    model = exported_model(ckpt, tta)
+    from mnistlab.models.tta import TTAModel
+
     c, h, w = ckpt.in_shape
     # As `class_probabilities`: per-class sigmoids for bce; softmax otherwise, and for a single binary
     # logit z, whose graph output [0, z] has the softmax [1 - sigmoid(z), sigmoid(z)].
@@ -264,7 +271,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         "quantized": "none", "checkpoint": ckpt.path.name,
         "test_time_augmentation": (f"logits averaged over {cfg.tta_views} shifted views"
                                    f"{' and their mirror images' if cfg.aug_flip else ''}, inside the graph")
-                                  if cfg.effective_tta else "none",
+                                  if isinstance(model.model, TTAModel) else "none",
     }
     _set_metadata(proto, meta)
     data = proto.SerializeToString()

@@ -27,7 +27,7 @@ from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permuta
 # resolve_device and uses_convolutions moved to device.py; they stay importable from here.
 from mnistlab.device import autocast, resolve_device, same_device, synchronize, use_channels_last, uses_convolutions
 from mnistlab.errors import ConfigError, TrainingDiverged
-from mnistlab.models.tta import TTA_SHIFTS, shift_images, tta_shifts, tta_views  # noqa: F401  (importable from here)
+from mnistlab.models.tta import TTA_SHIFTS, TTAModel, shift_images, tta_shifts, tta_views  # noqa: F401  (importable from here)
 from mnistlab.training.distributed import Dist, current, wrap
 from mnistlab.training.losses import compute_loss, predict_classes, predict_labels
 from mnistlab.training.optim import SGD, build_optimizer
@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int =
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, autocast_dtype):
             if tta:
-                logits = torch.stack([model(v).float() for v in tta_views(x, tta_mirror, tta_views_count)]).mean(0)
+                logits = TTAModel(model, tta_views_count, tta_mirror)(x)
             else:
                 logits = model(x).float()
         total_loss += compute_loss(logits, y, loss, reduction="sum").double()
