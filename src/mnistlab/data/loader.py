@@ -149,7 +149,7 @@ def normalization_stats(images: np.ndarray, mode: str) -> tuple[tuple[float, ...
     sample = images[:: max(1, len(images) // 10000)]
     if as_stored:  # from a histogram of the 256 pixel values: exact in float64, and no float copy of the sample
         values = np.arange(256, dtype=np.float64) / 255.0
-        hist = np.stack([np.bincount(np.ascontiguousarray(c).ravel(), minlength=256) for c in to_nchw(sample).swapaxes(0, 1)])
+        hist = np.stack([_histogram(np.ascontiguousarray(c).ravel()) for c in to_nchw(sample).swapaxes(0, 1)])
         count = hist.sum(axis=1)
         mean = hist @ values / count
         std = np.sqrt((hist * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / count)
@@ -159,6 +159,15 @@ def normalization_stats(images: np.ndarray, mode: str) -> tuple[tuple[float, ...
         std = sample.std(axis=(0, 2, 3))
     std = np.where(std > 1e-6, std, 1.0)
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _histogram(pixels: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """Counts of the 256 values of uint8 `pixels`, a million at a time: bincount widens its input to
+    int64, and one 8 MB buffer reused beats a 60 MB one touched once (page faults cost 0.5 s here)."""
+    hist = np.zeros(256, dtype=np.int64)
+    for start in range(0, len(pixels), chunk):
+        hist += np.bincount(pixels[start : start + chunk], minlength=256)
+    return hist
 
 
 def to_device_split(
