@@ -88,3 +88,20 @@ def test_set_params_and_bad_parameters(digits):
         Classifier("softmax").fit(x[:10], y[:9])
     with pytest.raises(sklearn.exceptions.NotFittedError):
         Classifier("softmax").predict(x[:2])
+
+
+def test_predict_proba_uses_the_views_a_saved_checkpoint_predicts_with(tmp_path):
+    import numpy as np
+
+    from mnistlab import Classifier
+    from mnistlab.data.raw import load_raw
+    from mnistlab.evaluation.predict import Predictor
+
+    raw = load_raw("synthetic")
+    clf = Classifier("fastcnn", steps=5, seed=0, threads=1).fit(raw.train_x, raw.train_y)
+    plain = Classifier("fastcnn", steps=5, seed=0, threads=1, tta=False).fit(raw.train_x, raw.train_y)
+    views, none = clf.predict_proba(raw.test_x), plain.predict_proba(raw.test_x)
+    assert np.abs(views - none).max() > 1e-4  # same weights (same seed), different answers: the views are used
+    clf.save(tmp_path / "c.safetensors")
+    np.testing.assert_allclose(Predictor.from_checkpoint(tmp_path / "c.safetensors").probabilities(raw.test_x), views,
+                               atol=1e-5)
