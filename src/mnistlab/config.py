@@ -46,7 +46,8 @@ DEFAULT_LR = {"sgd": 0.15, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
 MODEL_DEFAULT_LR: dict[tuple[str, str], float] = {("fastcnn", "sgd"): 0.5}
 MODEL_LABEL_SMOOTHING: dict[str, float] = {"fastcnn": 0.1}
 # Models whose runs average the test evaluation (and predictions, and exported graphs) over shifted
-# views unless --tta/--no-tta says otherwise: the default fastcnn, +0.05 points for 0.5 s (BENCHMARKS.md).
+# views unless --tta/--no-tta says otherwise: the default fastcnn, +0.05 points (seeds 0-4) for about 0.65 s
+# of test evaluation (BENCHMARKS.md, "Speed round 2").
 MODEL_TTA: frozenset[str] = frozenset({"fastcnn"})
 
 
