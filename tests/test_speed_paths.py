@@ -118,3 +118,20 @@ def test_predict_and_evaluate_use_the_views_the_run_was_tested_with(tmp_path, fl
     from_run = json.loads((run / "evaluation.json").read_text())["accuracy"]
     labels = load_raw("synthetic").test_y
     assert float((probs.argmax(1) == labels).mean()) == pytest.approx(from_run, abs=1e-9)
+
+
+def test_tta_can_be_turned_off_for_a_checkpoint_and_not_for_an_onnx_graph(tmp_path):
+    from mnistlab import cli
+    from mnistlab.export.runtime import load_predictor
+    from mnistlab.models.tta import TTAModel
+
+    assert cli.main(["train", "--dataset", "synthetic", "--steps", "3", "--no-figures", "-q", "--threads", "1",
+                     "--out-dir", str(tmp_path), "--name", "r"]) == 0
+    assert isinstance(load_predictor(tmp_path / "r").model, TTAModel)
+    assert not isinstance(load_predictor(tmp_path / "r", tta=False).model, TTAModel)
+    with pytest.raises(ConfigError, match="--no-tta: .*ONNX graph, which holds its own"):
+        load_predictor(tmp_path / "model.onnx", tta=False)
+    pytest.importorskip("starlette")
+    from mnistlab.serve.app import create_app
+
+    assert not isinstance(create_app(tmp_path / "r", tta=False).state.service.predictor.model, TTAModel)

@@ -25,7 +25,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out and not args.csv:
         raise ConfigError("--out writes the ImageId,Label table of --csv; for images use --json")
     check_positive("--top-k", args.top_k)
-    predictor = load_predictor(args.run, device=args.device)  # an .onnx file runs on onnxruntime, without torch
+    predictor = load_predictor(args.run, device=args.device, tta=args.tta)  # an .onnx file runs on onnxruntime, without torch
     if args.csv:
         from mnistlab.data.custom import fit_to_model, read_pixel_csv
         from mnistlab.fileio import atomic_write_text
@@ -77,5 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3,
                    help="how many classes to list per image (at least 1; more than the model has lists them all)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average over the test-time augmentation views (default: as the run was tested, e.g. 5 views "
+                        "for fastcnn; --no-tta: one pass per image)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)

@@ -87,7 +87,8 @@ class Predictor(ImagePredictor):
     device: torch.device
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu") -> "Predictor":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", tta: bool | None = None) -> "Predictor":
+        """The checkpoint's model; `tta` turns its test-time augmentation views on or off (None: as the run was tested)."""
         import torch
 
         from mnistlab.device import resolve_device, uses_convolutions
@@ -98,7 +99,7 @@ class Predictor(ImagePredictor):
         model = ckpt.build_model().to(dev).eval()
         if uses_convolutions(model) and dev.type == "cpu":
             model.to(memory_format=torch.channels_last)
-        if ckpt.cfg.effective_tta:  # the views the run's test accuracy was measured with
+        if ckpt.cfg.effective_tta if tta is None else tta:  # the views the run's test accuracy was measured with
             from mnistlab.models.tta import TTAModel
 
             model = TTAModel(model, ckpt.cfg.tta_views, mirror=ckpt.cfg.aug_flip).eval()

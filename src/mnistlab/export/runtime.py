@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistlab.errors import CheckpointError, MnistlabError
+from mnistlab.errors import CheckpointError, ConfigError, MnistlabError
 from mnistlab.evaluation.predict import ImagePredictor
 from mnistlab.export import INSTALL_HINT
 
@@ -155,10 +155,18 @@ class OnnxPredictor(ImagePredictor):
         }
 
 
-def load_predictor(path: str | os.PathLike, device: str = "cpu") -> ImagePredictor:
-    """The predictor for a run folder, a checkpoint or an .onnx file (onnxruntime; torch is not imported)."""
+def load_predictor(path: str | os.PathLike, device: str = "cpu", tta: bool | None = None) -> ImagePredictor:
+    """The predictor for a run folder, a checkpoint or an .onnx file (onnxruntime; torch is not imported).
+
+    `tta`: a checkpoint's test-time augmentation views on or off (None: as the run was tested); an
+    .onnx file holds its own (choose them when exporting), so asking is an error there.
+    """
     if is_onnx_path(path):
+        if tta is not None:
+            raise ConfigError(f"--{'' if tta else 'no-'}tta: {path} is an ONNX graph, which holds its own test-time "
+                              "augmentation (see its test_time_augmentation metadata); export again with "
+                              "`mnistlab export RUN --tta` or `--no-tta` to change it")
         return OnnxPredictor.from_file(path)
     from mnistlab.evaluation.predict import Predictor
 
-    return Predictor.from_checkpoint(path, device=device)
+    return Predictor.from_checkpoint(path, device=device, tta=tta)

@@ -289,9 +289,10 @@ def create_app(
     max_batch: int = MAX_BATCH,
     concurrency: int = 2,
     cors_origins: Sequence[str] = (),
+    tta: bool | None = None,
 ) -> Starlette:
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
-    predictor = load_predictor(checkpoint, device=device)  # an .onnx file: onnxruntime, no torch
+    predictor = load_predictor(checkpoint, device=device, tta=tta)  # an .onnx file: onnxruntime, no torch
     service = Service(predictor, model_card(checkpoint, predictor))
     # Threads preparing and classifying at once. (A model thread batching concurrent requests was
     # tried: with at most `concurrency` images prepared at a time its batches stay tiny, and it saved nothing.)
