@@ -182,7 +182,7 @@ class Classifier:
         images = _as_images(X)
         if tuple(images.shape[1:]) != self.in_shape_:
             raise DataError(f"images are {tuple(images.shape[1:])}, the model was fitted on {self.in_shape_}")
-        from mnistlab.models.tta import TTAModel
+        from mnistlab.models.tta import as_tested
 
         device = next(self.model_.parameters()).device
         c = self.in_shape_[0]
@@ -190,7 +190,7 @@ class Classifier:
         std = torch.tensor(self.norm_[1], device=device).view(1, c, 1, 1)
         cfg = self.config_
         # The views a saved checkpoint's `mnistlab predict` would use (fastcnn's default; tta=False: none).
-        model = TTAModel(self.model_, cfg.tta_views, cfg.aug_flip) if cfg.effective_tta else self.model_
+        model = as_tested(self.model_, cfg)
         out = []
         for i in range(0, len(images), cfg.eval_batch_size):
             x = (torch.from_numpy(images[i : i + cfg.eval_batch_size]).to(device) - mean) / std

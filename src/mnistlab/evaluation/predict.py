@@ -99,10 +99,9 @@ class Predictor(ImagePredictor):
         model = ckpt.build_model().to(dev).eval()
         if uses_convolutions(model) and dev.type == "cpu":
             model.to(memory_format=torch.channels_last)
-        if ckpt.cfg.effective_tta if tta is None else tta:  # the views the run's test accuracy was measured with
-            from mnistlab.models.tta import TTAModel
+        from mnistlab.models.tta import as_tested
 
-            model = TTAModel(model, ckpt.cfg.tta_views, mirror=ckpt.cfg.aug_flip).eval()
+        model = as_tested(model, ckpt.cfg, tta)  # the views the run's test accuracy was measured with
         channels = ckpt.in_shape[0]
         mean = torch.tensor(ckpt.norm[0], device=dev).view(1, channels, 1, 1)
         std = torch.tensor(ckpt.norm[1], device=dev).view(1, channels, 1, 1)

@@ -61,12 +61,9 @@ def exported_model(ckpt: Any, tta: bool | None = None) -> Exported:
     """What the ONNX graph computes for a checkpoint: normalisation, the model (in eval mode) and,
     when the run evaluated with test-time augmentation (or `tta`), the same views, so the file's
     accuracy is the run's."""
-    from mnistlab.models.tta import TTAModel
+    from mnistlab.models.tta import as_tested
 
-    net = ckpt.build_model().float().eval()
-    if ckpt.cfg.effective_tta if tta is None else tta:
-        net = TTAModel(net, ckpt.cfg.tta_views, mirror=ckpt.cfg.aug_flip).eval()
-    return Exported(net, *ckpt.norm).eval()
+    return Exported(as_tested(ckpt.build_model().float().eval(), ckpt.cfg, tta), *ckpt.norm).eval()
 
 
 @contextlib.contextmanager

@@ -7,6 +7,8 @@ run's test accuracy, its predictions and its exported file agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -73,3 +75,10 @@ class TTAModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"views={self.views}, mirror={self.mirror}"
+
+
+def as_tested(model: nn.Module, cfg: Any, tta: bool | None = None) -> nn.Module:
+    """`model` as a run with Config `cfg` was tested: wrapped in its views when its test-time
+    augmentation is on (or `tta` says so), else itself. What Predictor, export and the estimator use."""
+    on = cfg.effective_tta if tta is None else tta
+    return TTAModel(model, cfg.tta_views, mirror=cfg.aug_flip).eval() if on else model
