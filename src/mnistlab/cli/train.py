@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from mnistlab.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, PROG, err, out
+from mnistlab.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, PROG, err, out, warn
 from mnistlab.config import (PRESETS, Config, field_default, field_type, optimiser_summary, preset_values, read_config_file,
                      schedule_summary)
 from mnistlab.errors import ConfigError, TrainingDiverged
@@ -406,10 +406,13 @@ def _write_phases(session: TrainSession, history: Any, started: float, imported:
     from mnistlab.fileio import atomic_write_json
 
     t = session.timings
-    atomic_write_json(path, {"t_main": started, "t_imports": imported, "data_s": t.get("data", 0.0),
-                             "model_s": t.get("model", 0.0), "train_s": history.train_seconds,
-                             "test_s": history.test_seconds, "artifacts_s": t.get("artifacts", 0.0),
-                             "t_end": time.monotonic()})
+    try:
+        atomic_write_json(path, {"t_main": started, "t_imports": imported, "data_s": t.get("data", 0.0),
+                                 "model_s": t.get("model", 0.0), "train_s": history.train_seconds,
+                                 "test_s": history.test_seconds, "artifacts_s": t.get("artifacts", 0.0),
+                                 "t_end": time.monotonic()})
+    except OSError as e:  # the run itself is saved: a bad benchmark path costs only the phases
+        warn(f"MNISTLAB_PHASES={path}: could not write the phases ({e.strerror or e})")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
