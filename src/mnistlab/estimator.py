@@ -195,7 +195,7 @@ class Classifier:
         for i in range(0, len(images), cfg.eval_batch_size):
             x = (torch.from_numpy(images[i : i + cfg.eval_batch_size]).to(device) - mean) / std
             logits = as_class_logits(model(x).float())
-            out.append(class_probabilities(logits, self.config_.loss).cpu())
+            out.append(class_probabilities(logits, cfg.loss).cpu())
         return torch.cat(out).numpy()
 
     def predict(self, X: Any) -> np.ndarray:

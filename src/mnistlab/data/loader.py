@@ -72,17 +72,15 @@ class Split:
         """(N, C, H, W) of the images, without building them."""
         return (self._x if self._x is not None else self.pixels).shape
 
-    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) at the indices `idx`, normalised."""
+    def take(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) at the indices (or slice) `idx`, normalised."""
         if self._x is not None:
             return self._x[idx], self.y[idx]
         return self._normalise(self.pixels[idx]), self.y[idx]
 
     def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) of rows start..stop, normalised."""
-        if self._x is not None:
-            return self._x[start:stop], self.y[start:stop]
-        return self._normalise(self.pixels[start:stop]), self.y[start:stop]
+        """(images, labels) of rows start..stop, normalised (views of a float split)."""
+        return self.take(slice(start, stop))
 
     def part(self, start: int, stop: int) -> "Split":
         """Rows start..stop as a Split of the same kind (views, no copy)."""

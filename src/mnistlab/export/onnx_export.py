@@ -34,6 +34,7 @@ from mnistlab.errors import CheckpointError, ExportError, MnistlabError
 from mnistlab.export import INSTALL_HINT
 from mnistlab.export.runtime import FORMAT, PREFIX, OnnxPredictor, open_session, probabilities_from_logits
 from mnistlab.fileio import atomic_write_bytes
+from mnistlab.models.tta import TTAModel, as_tested
 from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from mnistlab.training.losses import as_class_logits
 
@@ -61,8 +62,6 @@ def exported_model(ckpt: Any, tta: bool | None = None) -> Exported:
     """What the ONNX graph computes for a checkpoint: normalisation, the model (in eval mode) and,
     when the run evaluated with test-time augmentation (or `tta`), the same views, so the file's
     accuracy is the run's."""
-    from mnistlab.models.tta import as_tested
-
     return Exported(as_tested(ckpt.build_model().float().eval(), ckpt.cfg, tta), *ckpt.norm).eval()
 
 
@@ -214,8 +213,6 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     cfg = ckpt.cfg
     out = Path(out) if out is not None else default_out(checkpoint, quantize)
     model = exported_model(ckpt, tta)
-    from mnistlab.models.tta import TTAModel
-
     c, h, w = ckpt.in_shape
     # As `class_probabilities`: per-class sigmoids for bce; softmax otherwise, and for a single binary
     # logit z, whose graph output [0, z] has the softmax [1 - sigmoid(z), sigmoid(z)].

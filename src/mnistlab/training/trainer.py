@@ -34,9 +34,6 @@ from mnistlab.training.optim import SGD, build_optimizer
 from mnistlab.training.schedule import lr_at
 
 
-# The test-time augmentation views live in models/tta.py (shared with prediction and export).
-
-
 @dataclass
 class EvalResult:
     """Loss (mean over items), accuracy, and the logits in split order (on the CPU)."""
