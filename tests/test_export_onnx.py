@@ -251,3 +251,21 @@ def test_no_tta_exports_the_plain_model_and_says_so(runs, tmp_path):
         want, views = plain(torch.from_numpy(x)).numpy(), with_views(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(onnx.logits(x), want, atol=1e-4, rtol=1e-4)
     assert np.abs(views - want).max() > 1e-3  # the default file does hold the views
+
+
+def test_an_unwritable_out_is_one_line_and_writes_nothing(runs, tmp_path, monkeypatch):
+    import errno
+
+    import mnistlab.export.onnx_export as onnx_export
+    from mnistlab.errors import ExportError
+
+    with pytest.raises(ExportError, match="does not exist"):
+        export_onnx(runs["softmax"], out=tmp_path / "missing" / "m.onnx")
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx_export, "atomic_write_bytes", full_disk)  # as a full disk or read-only folder fails
+    with pytest.raises(ExportError, match="cannot write the file \\(No space left on device\\); nothing written"):
+        export_onnx(runs["softmax"], out=tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -212,6 +212,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         raise ExportError(f"{ckpt.path}: a {ckpt.kind} checkpoint; only image classifiers export to ONNX")
     cfg = ckpt.cfg
     out = Path(out) if out is not None else default_out(checkpoint, quantize)
+    if not out.parent.is_dir():  # before the export's minute of work, not after it
+        raise ExportError(f"--out {out}: the folder {out.parent} does not exist")
     model = exported_model(ckpt, tta)
     c, h, w = ckpt.in_shape
     # As `class_probabilities`: per-class sigmoids for bce; softmax otherwise, and for a single binary
@@ -287,7 +289,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         meta["test_accuracy"] = str(report["int8_accuracy"])
         _set_metadata(q, {**meta, "quantized": "int8"})
         data = q.SerializeToString()
-    atomic_write_bytes(out, data)
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as e:  # a read-only folder, a full disk: the checked graph is lost, nothing half-written stays
+        raise ExportError(f"--out {out}: cannot write the file ({e.strerror or e}); nothing written") from None
     report.update(out=str(out), bytes=len(data))
     OnnxPredictor.from_file(out)  # the written file reads back
     return report
