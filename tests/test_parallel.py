@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -147,3 +148,74 @@ def test_write_artifacts_reports_a_broken_figure_after_writing_the_rest(tmp_path
         session.write_artifacts(run, Config(dataset="synthetic"), synthetic_bundle, _logits(synthetic_bundle))
     assert sorted(p.name for p in run.path.iterdir()) == ["confusion.png", "evaluation.json", "metrics.jsonl",
                                                         "mistakes.png", "predictions.png"]
+
+
+# ---------------------------------------------------------------------------- drawers started early
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _named_jobs(folder: Path) -> list:
+    """_jobs with each plot function given by name, as a run names them."""
+    return [(fn.__name__, args, kwargs) for fn, args, kwargs in _jobs(folder)]
+
+
+@forking
+def test_started_drawers_draw_named_jobs_as_this_process_would(tmp_path):
+    early, here = tmp_path / "early", tmp_path / "here"
+    assert parallel.start_drawers(2) == 2
+    parallel.render_all(_named_jobs(early) + [(_write_pid, (early / "a.pid",), {}), (_write_pid, (early / "b.pid",), {})],
+                        workers=2)
+    parallel.render_all(_named_jobs(here), workers=1)
+    assert _files(early) == _files(here) and len(_files(here)) == 4  # byte for byte
+    pids = {int((early / f"{k}.pid").read_text()) for k in "ab"}
+    assert len(pids) == 2 and os.getpid() not in pids
+    for pid in pids:  # both drawers have ended and been reaped (no zombie left behind)
+        assert not Path(f"/proc/{pid}").exists()
+
+
+@forking
+def test_a_process_that_starts_drawers_never_imports_matplotlib(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from pathlib import Path
+from mnistlab.reporting import parallel
+assert parallel.start_drawers(2) == 2
+parallel.render_all([("plot_bars", (["a", "b"], [1.0, 2.0], Path({str(tmp_path)!r}) / "bars.png", "t", "y"), {{}}),
+                     ("plot_series", ([1, 2], {{"x": [2.0, 1.0]}}, Path({str(tmp_path)!r}) / "s.png", "t", "x", "y"), {{}})])
+assert "matplotlib" not in sys.modules, "the parent imported matplotlib"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.png", "s.png"]
+
+
+@forking
+def test_started_drawers_report_a_failure_and_a_death_after_the_rest_is_drawn(tmp_path):
+    parallel.start_drawers(2)
+    jobs = _named_jobs(tmp_path)
+    jobs.insert(1, (_fail, (tmp_path / "broken.png",), {}))  # the second drawer's first job
+    jobs.insert(4, (_die, (), {}))  # the first drawer's last job (of 6, it draws 0, 2 and 4)
+    with pytest.raises(FigureError) as info:
+        parallel.render_all(jobs, workers=2)
+    message = str(info.value)
+    # (and 1 more): the ValueError, from the other drawer
+    assert re.fullmatch(r"the process drawing plot_bars \(\S+bars\.png\), plot_prediction_grid \(\S+grid\.png\), _die "
+                        r"ended before it finished \(and 1 more\)", message), message
+    assert set(_files(tmp_path)) == {"bars.png", "grid.png", "cm.png", "s.png"}
+
+
+@forking
+def test_unpicklable_jobs_and_unused_drawers_fall_back_to_forking(tmp_path):
+    parallel.start_drawers(2)
+    parallel.render_all([(lambda path: path.write_text("x"), (tmp_path / "a.txt",), {}),
+                         (_write_pid, (tmp_path / "b.pid",), {})], workers=2)  # a lambda cannot be pickled
+    assert (tmp_path / "a.txt").read_text() == "x" and int((tmp_path / "b.pid").read_text()) != os.getpid()
+    parallel.start_drawers(2)
+    parallel.stop_drawers()  # never used: they end at once
+    assert not parallel._drawers and parallel._lead_pid is None

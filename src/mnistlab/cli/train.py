@@ -266,14 +266,30 @@ def launch_torchrun(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a run: the first line, a progress bar and one row per epoch, then the test result."""
     args.started = time.monotonic()  # for $MNISTLAB_PHASES: before torch is imported
-    from mnistlab.training.distributed import shutdown
-
     if getattr(args, "nproc", None) not in (None, 1):
         return launch_torchrun(args)
+    from mnistlab.reporting import parallel
+
+    if _may_draw(args):  # matplotlib is imported by them now, on the core torch's import leaves idle
+        parallel.start_drawers(min(2, parallel.usable_cpus()))
+    from mnistlab.training.distributed import shutdown
+
     try:
         return _train(args)
     finally:
+        parallel.stop_drawers()  # those not needed after all (no figures, an error, Ctrl-C)
         shutdown()  # leave torchrun's process group, if this process joined one
+
+
+def _may_draw(args: argparse.Namespace) -> bool:
+    """Whether this run may draw figures, from the flags alone (the config is built after torch's import)."""
+    import os
+
+    if getattr(args, "figures", True) is False or getattr(args, "save_run", True) is False:
+        return False
+    if getattr(args, "engine", None) == "numpy":
+        return False
+    return os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes the run
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -190,6 +190,11 @@ def _text_width(texts: Sequence[str], points: float) -> float:
     return max((renderer.get_text_width_height_descent(line, prop, ismath=False)[0] for line in lines), default=0.0)
 
 
+def warm_up() -> None:
+    """Load the font and the renderer every figure needs, ahead of the first figure (a drawer waiting for work)."""
+    _text_width(["0"], TITLE_PT)
+
+
 def _cells(images: np.ndarray) -> np.ndarray:
     """(N, H, W) or (N, H, W, 3) images -> (N, h, w, 3) uint8 RGB cells of about CELL pixels.
 

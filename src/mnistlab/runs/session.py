@@ -264,14 +264,15 @@ def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: tor
     conf = probs.max(1).values.cpu().numpy()
     y = y.numpy()
     images, names = data.test_images, data.class_names
-    from mnistlab.reporting import parallel, plots  # matplotlib, imported once here and shared by the forks
+    from mnistlab.reporting import parallel
 
+    # The plots by name: matplotlib is imported where they are drawn (drawers started by the CLI, or here).
     parallel.render_all([
-        (plots.plot_training_curves, (run.records(), run.path / "curves.png"), {}),
-        (plots.plot_confusion_matrix, (np.asarray(report["confusion_matrix"]), names, run.path / "confusion.png"), {}),
-        (plots.plot_prediction_grid, (images[:25], preds[:25], conf[:25], run.path / "predictions.png"),
+        ("plot_training_curves", (run.records(), run.path / "curves.png"), {}),
+        ("plot_confusion_matrix", (np.asarray(report["confusion_matrix"]), names, run.path / "confusion.png"), {}),
+        ("plot_prediction_grid", (images[:25], preds[:25], conf[:25], run.path / "predictions.png"),
          {"labels": y[:25], "class_names": names, "title": "test images: predicted class"}),
-        (plots.plot_confident_mistakes, (images, y, preds, conf, run.path / "mistakes.png"), {"class_names": names}),
+        ("plot_confident_mistakes", (images, y, preds, conf, run.path / "mistakes.png"), {"class_names": names}),
     ], workers=min(FIGURE_WORKERS, parallel.usable_cpus()))
 
 
@@ -289,12 +290,12 @@ def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test
     if not cfg.figures or data.test_images is None:
         return
     decided = (probs[:24] >= cfg.threshold).cpu().numpy()
-    from mnistlab.reporting import parallel, plots
+    from mnistlab.reporting import parallel
 
     parallel.render_all([
-        (plots.plot_training_curves, (run.records(), run.path / "curves.png"), {}),
-        (plots.plot_label_set_grid, (data.test_images[:24], decided, run.path / "predictions.png", y[:24].numpy()),
+        ("plot_training_curves", (run.records(), run.path / "curves.png"), {}),
+        ("plot_label_set_grid", (data.test_images[:24], decided, run.path / "predictions.png", y[:24].numpy()),
          {"class_names": data.class_names, "title": f"test images: predicted label sets ({decision})"}),
-        (plots.plot_bars, (data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png"),
+        ("plot_bars", (data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png"),
          {"title": "per-label F1 on the test set", "ylabel": "F1"}),
     ], workers=min(FIGURE_WORKERS, parallel.usable_cpus()))
