@@ -9,6 +9,11 @@ Reported per run: time-to-target (training seconds until the first end-of-epoch 
 above the target; evaluation time excluded), training time, training plus one test evaluation,
 final accuracy, training images/s, batched inference images/s, single-image latency after load,
 peak RSS. Ratios (b)/(a) come from the same run.
+
+With --against NAMES (mnistlab.bench.peers): the whole `mnistlab train --preset speedrun` command
+against the peers' published recipes, ported (mnistlab.bench.ports: tuomaso/train_mnist_fast,
+pytorch/examples mnist, the lectures' LeNet loop), each run a fresh process timed from start to exit:
+time to target, final accuracy, whole-command wall, peak RSS, and the ratios mnistlab / peer.
 """
 
 from __future__ import annotations
@@ -328,6 +333,3 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{cell(s.get('mnistlab', {}).get(key), spec, scale)} | {'-' if ratio is None else f'{ratio:.2f}'} |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    sys.exit(_worker_main())
