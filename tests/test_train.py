@@ -111,6 +111,52 @@ def test_nan_loss_stops_within_one_step(synthetic_bundle):
     assert len(steps) < 10
 
 
+def test_deferred_finite_check_stops_within_its_window_and_before_any_checkpoint(synthetic_bundle):
+    """The GPU policy (read the loss every N steps), run on the CPU: the run stops at the first read
+    after the loss went bad, names the window of steps, and saves no checkpoint of poisoned weights."""
+    from mnistlab.training.trainer import finite_check_every
+
+    assert finite_check_every(torch.device("cpu")) == 1 and finite_check_every(torch.device("cuda")) > 1
+    cfg = Config(model="mlp", optimizer="sgd", lr=1e6, schedule="constant", warmup=0.0, epochs=3, batch_size=32,
+                 save_run=False)
+    torch.manual_seed(0)
+    trainer = Trainer(create_model("mlp", 10, synthetic_bundle.in_shape), synthetic_bundle, cfg)
+    trainer.finite_check_every = 4
+    steps, saved = [], []
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit(Hooks(on_step=lambda i: steps.append((i["step"], i["loss"].item())),
+                          save_checkpoint=lambda kind, st: saved.append(st.step)))
+    first_bad = next(step for step, loss in steps if not math.isfinite(loss))
+    read_at = math.ceil(first_bad / 4) * 4  # the first read after it, before that step is applied
+    assert steps[-1][0] == read_at - 1
+    assert f"became NaN or inf within steps {read_at - 3}-{read_at} (read every 4 steps on cpu)" in str(info.value)
+    assert saved == []  # the epoch (34 steps) never ended: nothing was saved
+
+
+def test_deferred_finite_check_is_read_before_an_epoch_end_checkpoint(synthetic_bundle):
+    cfg = Config(model="mlp", optimizer="sgd", lr=0.05, schedule="constant", warmup=0.0, epochs=2, batch_size=32,
+                 save_run=False, val_size=64)
+    torch.manual_seed(0)
+    trainer = Trainer(create_model("mlp", 10, synthetic_bundle.in_shape), synthetic_bundle, cfg)
+    trainer.finite_check_every = 1000  # longer than the run: only the forced reads check it
+    reads = []
+    real = torch.Tensor.item
+
+    def spy(t):
+        if t.dtype == torch.bool and t.dim() == 0:
+            reads.append(len(steps))
+        return real(t)
+
+    steps = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.Tensor, "item", spy)
+        history = trainer.fit(Hooks(on_step=lambda i: steps.append(i["step"]),
+                                    save_checkpoint=lambda kind, st: None))
+    per_epoch = trainer.steps_per_epoch
+    assert reads == [per_epoch, 2 * per_epoch]  # before each epoch's evaluation and checkpoint: never per step
+    assert history.test.acc > 0.3  # and it trained (chance: 0.1)
+
+
 def test_target_accuracy_stops_early(synthetic_bundle):
     history, _, _ = _fit(synthetic_bundle, model="softmax", epochs=20, batch_size=32, target_acc=0.5)
     assert history.stopped_early and len(history.epochs) < 20

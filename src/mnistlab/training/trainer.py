@@ -81,6 +81,16 @@ def evaluate(model: nn.Module, split: Split, loss: str = "ce", batch_size: int =
     return EvalResult(total_loss.item() / n, correct.item() / n, logits, time.perf_counter() - start)
 
 
+# Steps between reads of the loss's finiteness on a GPU (each read waits for the GPU's queue to drain).
+FINITE_CHECK_EVERY = 25
+
+
+def finite_check_every(device: torch.device) -> int:
+    """How often the loop reads whether the loss is finite: every step on the CPU, where the read is
+    free and a bad step is never applied; every FINITE_CHECK_EVERY steps on an accelerator."""
+    return 1 if device.type == "cpu" else FINITE_CHECK_EVERY
+
+
 @dataclass
 class TrainState:
     """Where training stands: enough, with the weights and optimiser, to resume bit for bit."""
@@ -338,6 +348,7 @@ class Trainer:
             self.steps_per_epoch = task.steps_per_epoch
             self.grad_clip, self.log_every, self.target = grad_clip, log_every, None
             self.forward = model
+            self.finite_check_every = finite_check_every(self.device)
             return
         if data is None or cfg is None:
             raise TypeError("Trainer needs data and a cfg (or a task)")
@@ -361,6 +372,7 @@ class Trainer:
             self.forward = torch.compile(ddp) if cfg.compile else ddp
         self.schedule = None
         self.grad_clip, self.log_every, self.target = cfg.grad_clip, cfg.log_every, cfg.target_acc
+        self.finite_check_every = finite_check_every(self.device)
         self.task = ImageTask(self)
 
     def lr(self, step: int) -> float:
@@ -391,9 +403,24 @@ class Trainer:
         log_correct = torch.zeros((), device=self.device, dtype=torch.long)
         log_items, counts_correct = 0, False
         window = Window.zeros(self.device)  # since the last record: the epoch, or the last evaluation
+        every = self.finite_check_every
+        deferred_check = every > 1 and not self.dist.active  # (under DDP reduce_step reads the loss anyway)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        unchecked: list[int] = []  # steps taken since the loss was last read
+
+        def check_finite() -> None:
+            """Raise if a loss since the last check was NaN/inf (a sync point, once per `every` steps)."""
+            if unchecked and bad.item():
+                first, last = unchecked[0], unchecked[-1]
+                message = task.diverged(float("nan"), first, self.lr(first - 1)).replace(
+                    f"became nan at step {first}", f"became NaN or inf within steps {first}-{last} "
+                    f"(read every {every} steps on {self.device.type})", 1)
+                raise TrainingDiverged(message)
+            unchecked.clear()
 
         def evaluation_point(seconds: float) -> dict:
             """Validate, record, keep the best; `seconds` of training since the previous point."""
+            check_finite()
             val = task.evaluate(self.forward)
             record = task.record(st, window, val, seconds)
             score = task.score(val) if val is not None else None
@@ -423,8 +450,16 @@ class Trainer:
                 if self.dist.active:  # the global batch's loss and counts; a stop asked on any rank stops all
                     asked = bool(hooks.should_stop and hooks.should_stop())
                     backward, loss, n, correct, stop_agreed = self.dist.reduce_step(loss, n, correct, asked)
-                # One sync per step: a NaN/inf loss must stop the run before it poisons the weights.
-                if not torch.isfinite(loss).item():
+                # A NaN/inf loss must stop the run. On the CPU it is read at once (nothing is queued, so
+                # the read costs nothing) and the bad step is never applied; on a GPU a read per step
+                # would stall its queue, so the check accumulates there and is read every
+                # FINITE_CHECK_EVERY steps and before anything is evaluated or saved (check_finite).
+                if deferred_check:
+                    bad |= ~torch.isfinite(loss.detach())
+                    unchecked.append(st.step + 1)
+                    if len(unchecked) >= every:
+                        check_finite()
+                elif not torch.isfinite(loss).item():
                     raise TrainingDiverged(task.diverged(loss.item(), st.step + 1, lr))
                 opt.zero_grad(set_to_none=True)
                 backward.backward()
@@ -464,6 +499,7 @@ class Trainer:
                     break
                 if stop_agreed if stop_agreed is not None else (hooks.should_stop and hooks.should_stop()):
                     st.train_seconds += time.perf_counter() - clock
+                    check_finite()
                     if hooks.save_checkpoint:
                         hooks.save_checkpoint("last", st)
                     raise TrainingInterrupted(st)
@@ -475,10 +511,12 @@ class Trainer:
                 st.epoch += 1
                 st.batch = 0
             st.finished = st.finished or st.step >= self.total_steps
+            check_finite()
             if hooks.save_checkpoint:
                 hooks.save_checkpoint("last", st)
             if record is not None and hooks.on_epoch_end:
                 hooks.on_epoch_end(record)
+        check_finite()
         history.train_seconds = st.train_seconds
         history.test, history.test_seconds = task.test(self.forward)
         return history
