@@ -45,7 +45,8 @@ def register(sub: Any) -> None:
                    help="server processes sharing the port, each with its own copy of the model (default: 1; "
                         "one per CPU core serves the most requests)")
     p.add_argument("--concurrency", type=int, default=2,
-                   help="images prepared and classified at once in each process (default: 2)")
+                   help="batches of waiting requests prepared and classified at once in each process, "
+                        "each batch with one model call (default: 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default: 1)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average over the test-time augmentation views (default: as the run was tested, e.g. 5 views "
