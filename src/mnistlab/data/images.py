@@ -349,12 +349,9 @@ def _ink_u8(g: np.ndarray) -> np.ndarray | None:
     """
     f = _UNIT_U8
     h, w = g.shape
-    small = h * w <= 16_384  # `_sample` is then the whole picture, and one histogram serves several steps
-    if small:
-        counts = np.cumsum(np.bincount(g.reshape(-1), minlength=256))
-        lo_b, hi_b = int(np.searchsorted(counts, 0, side="right")), int(np.searchsorted(counts, counts[-1] - 1, side="right"))
-    else:
-        lo_b, hi_b = int(g.min()), int(g.max())
+    small = h * w <= 16_384  # `_sample` is then the whole picture
+    counts = np.cumsum(np.bincount(g.reshape(-1), minlength=256))  # one histogram serves several steps
+    lo_b, hi_b = int(np.searchsorted(counts, 0, side="right")), int(np.searchsorted(counts, counts[-1] - 1, side="right"))
     if lo_b == hi_b:
         return None  # uniform: no pixel stands out from the paper
     mid = 0.5 * (float(f[lo_b]) + float(f[hi_b]))
@@ -374,11 +371,8 @@ def _ink_u8(g: np.ndarray) -> np.ndarray | None:
     level = np.maximum(np.float32(MIN_CONTRAST), np.float32(NOISE_SIGMAS) * noise)
     if peak < MIN_CONTRAST or peak < level:
         return None
-    if small:  # pixels standing out: a run of bytes at one end of the histogram
-        hits = np.flatnonzero(lut >= level)
-        standing_out = int(counts[hits[-1]]) if light_paper else int(counts[-1] - (counts[hits[0] - 1] if hits[0] else 0))
-    else:
-        standing_out = _count_beyond(g, lut >= level, light_paper)
+    hits = np.flatnonzero(lut >= level)  # pixels standing out: a run of bytes at one end of the histogram
+    standing_out = int(counts[hits[-1]]) if light_paper else int(counts[-1] - (counts[hits[0] - 1] if hits[0] else 0))
     if standing_out < MIN_INK_PIXELS:
         return None
     peak = float(peak)
@@ -401,10 +395,6 @@ def _beyond(g: np.ndarray, table: np.ndarray, light_paper: bool) -> np.ndarray:
     """Pixels whose byte is True in a monotonic table (a run ending at 0 for light paper, at 255 for dark)."""
     hits = np.flatnonzero(table)
     return g <= hits[-1] if light_paper else g >= hits[0]
-
-
-def _count_beyond(g: np.ndarray, table: np.ndarray, light_paper: bool) -> int:
-    return int(np.count_nonzero(_beyond(g, table, light_paper))) if table.any() else 0
 
 
 def _ink(gray: np.ndarray) -> tuple[np.ndarray, float, float] | None:
