@@ -4,8 +4,9 @@
     python benchmarks/latency_ab.py /tmp/old/src RUN [RUN/model.onnx ...] [--rounds 5]
 
 Each round runs one fresh process per tree, alternately, so that load on the machine hits both
-alike. A process prints, in ms (median of 200 after 20 burn-in calls): `prepare_image` of a 280x280
-RGBA canvas drawing (as `mnistlab serve`'s page posts them) and of a 280x280 PNG of a test digit, then
+alike. A process prints, in ms (median of 200 after 20 burn-in calls): decoding alone and the whole
+`prepare_image` of a 280x280 RGBA canvas drawing (as `mnistlab serve`'s page posts them) and of a
+280x280 PNG of a test digit, then
 `mnistlab.bench.png_to_class_ms` (the one definition of "one PNG to class after load") for each model.
 """
 
@@ -34,7 +35,11 @@ drawing = drawings(2)[1]
 digit = measure.digit_png(load_raw("mnist").test_x[0])
 def ms(fn):
     return 1000 * statistics.median(measure._timed(fn, repeats=200, burn_in=20))
-out = {"prepare drawing": ms(lambda: prepare_image(drawing)), "prepare digit PNG": ms(lambda: prepare_image(digit))}
+from mnistlab.data.images import WORK_SIDE, load_image
+out = {}
+for name, png in (("drawing", drawing), ("digit PNG", digit)):
+    out["decode " + name] = ms(lambda: load_image(png, draft_side=WORK_SIDE // 2))  # as prepare_image decodes
+    out["prepare " + name] = ms(lambda: prepare_image(png))
 for model in sys.argv[3:]:
     p = load_predictor(model)
     out["PNG to class, " + ("onnx" if model.endswith(".onnx") else "torch")] = measure.png_to_class_ms(p, digit)
