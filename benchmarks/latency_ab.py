@@ -6,8 +6,8 @@
 Each round runs one fresh process per tree, alternately, so that load on the machine hits both
 alike. A process prints, in ms (median of 200 after 20 burn-in calls): decoding alone and the whole
 `prepare_image` of a 280x280 RGBA canvas drawing (as `mnistlab serve`'s page posts them) and of a
-280x280 PNG of a test digit, then
-`mnistlab.bench.png_to_class_ms` (the one definition of "one PNG to class after load") for each model.
+280x280 PNG of a test digit, then `mnistlab.bench.png_to_class_ms` (the one definition of "one PNG to
+class after load") for each model, on that PNG and on the digit's own 28x28 PNG.
 """
 
 from __future__ import annotations
@@ -32,7 +32,11 @@ from mnistlab.data.images import prepare_image
 from mnistlab.data.raw import load_raw
 from mnistlab.export.runtime import load_predictor
 drawing = drawings(2)[1]
-digit = measure.digit_png(load_raw("mnist").test_x[0])
+import io
+from PIL import Image
+first = load_raw("mnist").test_x[0]
+digit = measure.digit_png(first)
+buf = io.BytesIO(); Image.fromarray(255 - first).save(buf, "PNG"); small = buf.getvalue()  # 28x28, as onnx_infer used to
 def ms(fn):
     return 1000 * statistics.median(measure._timed(fn, repeats=200, burn_in=20))
 from mnistlab.data.images import WORK_SIDE, load_image
@@ -42,7 +46,9 @@ for name, png in (("drawing", drawing), ("digit PNG", digit)):
     out["prepare " + name] = ms(lambda: prepare_image(png))
 for model in sys.argv[3:]:
     p = load_predictor(model)
-    out["PNG to class, " + ("onnx" if model.endswith(".onnx") else "torch")] = measure.png_to_class_ms(p, digit)
+    kind = "onnx" if model.endswith(".onnx") else "torch"
+    out["PNG to class, " + kind] = measure.png_to_class_ms(p, digit)
+    out["28x28 PNG to class, " + kind] = measure.png_to_class_ms(p, small)
 print(json.dumps(out))
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -381,8 +381,9 @@ def _ink_u8(g: np.ndarray) -> np.ndarray | None:
     if small:
         return table[g]
     positive = table > 0
-    # Sums of these floats are exact in float64 (whatever the order) when the smallest positive one
-    # still has 29 bits of headroom over the pixel count; only then may _bbox sum the crop alone.
+    # _bbox sums the ink in float64. Those sums are exact, whatever their order, when every value is a
+    # multiple of the smallest one's last bit (below min / 2**24) and the total (at most h * w) stays
+    # under 2**53 of those: then summing the crop alone gives the very same numbers.
     if h * w <= 2.0**29 * float(table[positive].min()):
         mask = _beyond(g, positive, light_paper)
         r = np.flatnonzero(mask.any(axis=1))
@@ -554,7 +555,7 @@ def prepare_image(source: ImageSource, size: int = 28, channels: int = 1) -> np.
     return _fit(ink, size, colour_planes)[:, :, 1:]
 
 
-def _fit(ink: np.ndarray, size: int, extra=None) -> np.ndarray:
+def _fit(ink: np.ndarray, size: int, extra: Callable[[int, int, int, int], list[np.ndarray]] | None = None) -> np.ndarray:
     """Normalised ink (H, W) -> uint8 (size, size, P): cropped to the ink, fitted in the box, centred by mass.
 
     `extra(top, bottom, left, right)` gives more planes (the colour channels) to crop, resize and

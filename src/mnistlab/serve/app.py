@@ -11,8 +11,10 @@ in each process of `mnistlab serve --workers N`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import collections
 import io
 import json
 import logging
@@ -201,16 +203,17 @@ class Batcher:
         self.limiter = anyio.CapacityLimiter(max(1, concurrency))
         self.max_items = max_items
         self.running = 0
-        self.waiting: list[tuple[Sequence[bytes | np.ndarray], Any]] = []
+        self.waiting: collections.deque[tuple[Sequence[bytes | np.ndarray], Any]] = collections.deque()
+        self.tasks: set[Any] = set()  # the event loop keeps only weak references to tasks
 
     async def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
-        import asyncio
-
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((items, future))
         if self.running < self.limiter.total_tokens:
             self.running += 1
-            asyncio.ensure_future(self._drain())
+            task = asyncio.ensure_future(self._drain())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         return await future
 
     async def _drain(self) -> None:
@@ -218,13 +221,17 @@ class Batcher:
             while self.waiting:
                 batch, count = [], 0
                 while self.waiting and (not batch or count + len(self.waiting[0][0]) <= self.max_items):
-                    batch.append(self.waiting.pop(0))
+                    batch.append(self.waiting.popleft())
                     count += len(batch[-1][0])
                 try:
                     results = await anyio.to_thread.run_sync(self.service.answer_many, [b[0] for b in batch],
                                                              limiter=self.limiter)
-                except BaseException as e:  # noqa: BLE001 - handed to every request of the batch
-                    results = [e if isinstance(e, Exception) else RuntimeError("cancelled")] * len(batch)
+                except Exception as e:  # unexpected: every request of the batch answers it (a 500)
+                    results = [e] * len(batch)
+                except BaseException:  # cancelled (the server stops): so are the requests waiting on it
+                    for _, future in batch:
+                        future.cancel()
+                    raise
                 for (_, future), result in zip(batch, results):
                     if future.done():
                         continue
