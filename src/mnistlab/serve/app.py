@@ -5,8 +5,8 @@ before it is decoded (413 for a decompression bomb); only a few raster formats a
 (415 for other content types, 422 for bytes that are none of them); malformed JSON, base64 or pixel
 arrays are 422. All errors answer `{"error": "..."}`. Preparation and inference run in worker
 threads, never on the event loop: requests that wait together are prepared and classified as one
-batch, with one model call (`Batcher`; at most `concurrency` batches at once). `app_from_env` builds the same app
-in each process of `mnistlab serve --workers N`.
+batch, with one model call (`Batcher`; at most `concurrency` batches at once, one by default).
+`app_from_env` builds the same app in each process of `mnistlab serve --workers N`.
 """
 
 from __future__ import annotations
@@ -369,7 +369,7 @@ def create_app(
     max_body: int = MAX_BODY,
     max_pixels: int = MAX_PIXELS,
     max_batch: int = MAX_BATCH,
-    concurrency: int = 2,
+    concurrency: int = 1,
     cors_origins: Sequence[str] = (),
     tta: bool | None = None,
 ) -> Starlette:
