@@ -1,5 +1,5 @@
 """Inference of one run through torch, onnxruntime fp32 and int8: batched images/s, one PNG to class
-after load (ms), and the whole `mnistlab predict MODEL one.png` command (seconds, peak RSS).
+after load (ms; a 280x280 PNG of a test digit, `mnistlab.bench.png_to_class_ms`), and the whole `mnistlab predict MODEL one.png` command (seconds, peak RSS).
 
     python benchmarks/onnx_infer.py runs/NAME     # after `mnistlab export runs/NAME [--quantize int8]`
 """
@@ -18,20 +18,10 @@ import numpy as np
 from PIL import Image
 
 
-def _median_ms(fn, repeats: int = 200, burn_in: int = 20) -> float:
-    for _ in range(burn_in):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
-
-
 def main(run: str) -> None:
     import torch
 
+    from mnistlab.bench import digit_png, png_to_class_ms
     from mnistlab.data.raw import load_raw
     from mnistlab.evaluation.predict import Predictor
     from mnistlab.export.runtime import OnnxPredictor
@@ -39,9 +29,7 @@ def main(run: str) -> None:
     torch.set_num_threads(2)
     raw = load_raw("mnist")
     images = raw.test_x  # (10000, 28, 28) uint8
-    buf = io.BytesIO()
-    Image.fromarray(255 - images[0]).save(buf, "PNG")
-    png = buf.getvalue()
+    png = digit_png(images[0])  # 280x280, black on white
     backends = {"torch": Predictor.from_checkpoint(run)}
     for name, file in (("onnx fp32", "model.onnx"), ("onnx int8", "model.int8.onnx")):
         if os.path.exists(os.path.join(run, file)):
@@ -53,7 +41,7 @@ def main(run: str) -> None:
         probs = np.concatenate([p.probabilities(images[i : i + 1000]) for i in range(0, len(images), 1000)])
         rate = len(images) / (time.perf_counter() - t)
         acc = float((probs.argmax(1) == raw.test_y).mean())
-        ms = _median_ms(lambda: p.predict_files([png]))
+        ms = png_to_class_ms(p, png)
         print(f"{name:<10} {rate:>14,.0f} {ms:>14.2f} {100 * acc:>8.2f}%")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "one.png")

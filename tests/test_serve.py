@@ -344,3 +344,35 @@ def test_serve_without_the_extra_says_what_to_install(tmp_path):
                        env=_env(), timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and "pip install" in r.stderr and "[serve]" in r.stderr
+
+
+def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_answer():
+    """Requests waiting together go out as one batch (micro-batching); a bad image fails only its own request."""
+    import asyncio
+
+    from mnistlab.errors import ImageError
+    from mnistlab.serve.app import Batcher
+
+    service = create_app(FIXTURE).state.service
+    real, calls = service.answer_many, []
+    service.answer_many = lambda requests: calls.append(len(requests)) or real(requests)
+    requests = [[png(drawing(k))] for k in "1077"] + [[b"\x89PNG\r\n\x1a\nbroken"], [np.zeros((28, 28), np.uint8)],
+                                                       [png(drawing("0")), png(drawing("1"))]]
+
+    async def send_all():
+        batcher = Batcher(service, concurrency=1, max_items=256)
+        return await asyncio.gather(*(batcher.answer(r) for r in requests), return_exceptions=True)
+
+    results = asyncio.run(send_all())
+    assert sum(calls) == len(requests) and max(calls) > 1  # batched, and every request answered once
+    assert isinstance(results[4], ImageError)
+    for request, got in zip(requests, results):
+        if request is requests[4]:
+            continue
+        alone = service.answer(request)
+        assert [a["class"] for a in got] == [a["class"] for a in alone] and len(got) == len(request)
+        assert [a["blank"] for a in got] == [a["blank"] for a in alone] and [a["prepared"] for a in got] == [a["prepared"] for a in alone]
+        for a, b in zip(got, alone):
+            if not a["blank"]:
+                assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-4
+    assert results[5][0]["blank"] and not results[0][0]["blank"]

@@ -117,14 +117,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
+def digit_png(image: np.ndarray) -> bytes:
+    """An MNIST digit as a user would send it: black on white, 280x280 (10x), encoded as PNG."""
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(255 - image).resize((280, 280)).save(buf, format="PNG")  # black on white, 10x size
+    Image.fromarray(255 - image).resize((280, 280)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png_to_class_ms(predictor: Any, png: bytes, repeats: int = 200, burn_in: int = 20) -> float:
+    """The single-image latency after load: median ms of `predictor.predict_files([png])` (decode,
+    prepare, blank rule, model, top-k), for any ImagePredictor (torch or onnxruntime)."""
+    return 1000 * statistics.median(_timed(lambda: predictor.predict_files([png]), repeats=repeats, burn_in=burn_in))
 
 
 def _timed(fn: Callable[[], Any], repeats: int = REPEATS, burn_in: int = BURN_IN) -> list[float]:
@@ -227,9 +234,7 @@ def _single_image_latency(model: torch.nn.Module, data: Any, cfg: Config, image:
     c = data.in_shape[0]
     predictor = Predictor(model, data.class_names, torch.tensor(data.mean).view(1, c, 1, 1),
                           torch.tensor(data.std).view(1, c, 1, 1), data.in_shape, cfg.loss, dev)
-    png = _png_bytes(image)
-    times = _timed(lambda: predictor.predict_files([png]), repeats=50, burn_in=10)
-    return 1000 * statistics.median(times)
+    return png_to_class_ms(predictor, digit_png(image), repeats=50, burn_in=10)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -135,10 +135,11 @@ def _pil_to_array(im: Image.Image, name: str, channels: int, upright: bool = Fal
         if not upright and im.getexif().get(_ORIENTATION, 1) != 1:
             im = ImageOps.exif_transpose(im)
         mode = im.mode
-        if mode in ("RGBA", "LA") and im.getextrema()[-1][0] == 255:
+        if mode in ("RGBA", "LA") and int(np.asarray(im.getchannel("A")).min()) == 255:
             # Fully opaque (a canvas export, most PNGs): compositing would give the colours back
-            # unchanged, so drop the alpha here, in C, and skip the float compositing.
-            im = im.convert("RGB" if mode == "RGBA" else "L")
+            # unchanged, so drop the alpha here, in C, and skip the float compositing. (RGBA -> L is
+            # RGB -> L on the same bytes, in one pass.)
+            im = im.convert("L" if mode == "LA" or channels == 1 else "RGB")
             mode = im.mode
         if mode.startswith("I;16") or mode in ("I", "F"):
             pass  # numpy reads them as ints or floats, scaled from their own range below
@@ -313,6 +314,90 @@ def _find_ink(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return ink, sign, peak, blank
 
 
+_UNIT_U8 = np.arange(256, dtype=np.float32) * np.float32(1 / 255)  # uint8 k -> k / 255 exactly as _unit_range gives it
+
+
+def _median_u8(values: np.ndarray) -> np.float32:
+    """np.median of `_UNIT_U8[values]` for a flat uint8 array, found on the bytes (a partition, no floats)."""
+    n = values.size
+    k = n // 2
+    if n % 2:
+        return _UNIT_U8[np.partition(values, k)[k]]
+    part = np.partition(values, (k - 1, k))
+    # As np.median: the float32 mean of the two middle values.
+    return (_UNIT_U8[part[k - 1]] + _UNIT_U8[part[k]]) / np.float32(2)
+
+
+def _median_counts(counts: np.ndarray) -> np.float32:
+    """`_median_u8` of the bytes whose cumulative histogram (256,) this is."""
+    n = int(counts[-1])
+    k = n // 2
+    if n % 2:
+        return _UNIT_U8[np.searchsorted(counts, k, side="right")]
+    a, b = np.searchsorted(counts, (k - 1, k), side="right")
+    return (_UNIT_U8[a] + _UNIT_U8[b]) / np.float32(2)
+
+
+def _ink_u8(g: np.ndarray) -> np.ndarray | None:
+    """`_normalise(*_ink(gray))` for one uint8 picture (H, W), cropped to its nonzero ink; None when blank.
+
+    Every per-pixel step of `_find_ink` and `_normalise` is a function of the pixel's byte alone, so
+    it is computed once per byte value (a 256-entry table) and looked up; the medians are partitions
+    of the bytes, and since the tables rise monotonically away from the paper, "at least this much
+    ink" is one byte comparison. The floats are identical to the float path's (tests/test_images_fast.py
+    compares them); the crop drops only exact zeros, which changes neither `_bbox` nor what is resized.
+    """
+    f = _UNIT_U8
+    h, w = g.shape
+    small = h * w <= 16_384  # `_sample` is then the whole picture
+    counts = np.cumsum(np.bincount(g.reshape(-1), minlength=256))  # one histogram serves several steps
+    lo_b, hi_b = int(np.searchsorted(counts, 0, side="right")), int(np.searchsorted(counts, counts[-1] - 1, side="right"))
+    if lo_b == hi_b:
+        return None  # uniform: no pixel stands out from the paper
+    mid = 0.5 * (float(f[lo_b]) + float(f[hi_b]))
+    border_bg = float(_median_u8(_border(g)))
+    global_bg = float(_median_counts(counts) if small else _median_u8(np.ascontiguousarray(_sample(g)).reshape(-1)))
+    paper = border_bg if (border_bg > mid) == (global_bg > mid) else global_bg
+    light_paper = paper > mid
+    sign = np.float32(-1.0 if light_paper else 1.0)
+    lut = np.maximum(sign * (f - np.float32(paper)), 0)  # byte -> ink, as _find_ink computes per pixel
+    peak = lut[lo_b] if light_paper else lut[hi_b]  # the table rises away from the paper: the extreme byte
+    noise = np.float32(0)  # `_noise`: when over half the neighbour differences are zero, so is their median
+    if w >= 2:
+        rows = g[:: max(1, h * w // 16_384)]
+        same = np.count_nonzero(rows[:, 1:] == rows[:, :-1])
+        if same < rows.shape[0] * (w - 1) // 2 + 1:
+            noise = _noise(f[g][None])[0]
+    level = np.maximum(np.float32(MIN_CONTRAST), np.float32(NOISE_SIGMAS) * noise)
+    if peak < MIN_CONTRAST or peak < level:
+        return None
+    hits = np.flatnonzero(lut >= level)  # pixels standing out: a run of bytes at one end of the histogram
+    standing_out = int(counts[hits[-1]]) if light_paper else int(counts[-1] - (counts[hits[0] - 1] if hits[0] else 0))
+    if standing_out < MIN_INK_PIXELS:
+        return None
+    peak = float(peak)
+    floor = NOISE_FLOOR * peak
+    table = np.clip((lut - np.float32(floor)) * np.float32(1 / (peak - floor)), 0, 1)  # as _normalise
+    if small:
+        return table[g]
+    positive = table > 0
+    # _bbox sums the ink in float64. Those sums are exact, whatever their order, when every value is a
+    # multiple of the smallest one's last bit (below min / 2**24) and the total (at most h * w) stays
+    # under 2**53 of those: then summing the crop alone gives the very same numbers.
+    if h * w <= 2.0**29 * float(table[positive].min()):
+        mask = _beyond(g, positive, light_paper)
+        r = np.flatnonzero(mask.any(axis=1))
+        c = np.flatnonzero(mask.any(axis=0))
+        g = g[r[0] : r[-1] + 1, c[0] : c[-1] + 1]
+    return table[g]
+
+
+def _beyond(g: np.ndarray, table: np.ndarray, light_paper: bool) -> np.ndarray:
+    """Pixels whose byte is True in a monotonic table (a run ending at 0 for light paper, at 255 for dark)."""
+    hits = np.flatnonzero(table)
+    return g <= hits[-1] if light_paper else g >= hits[0]
+
+
 def _ink(gray: np.ndarray) -> tuple[np.ndarray, float, float] | None:
     """One gray [0,1] picture (H, W) -> (ink, sign, peak) as `_find_ink` finds them; None when blank."""
     ink, sign, peak, blank = _find_ink(gray[None])
@@ -332,9 +417,9 @@ def _bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     out = []
     for axis in (1, 0):
-        cum = np.cumsum(ink.sum(axis=axis, dtype=np.float64)) / total
-        first = int(np.searchsorted(cum, TRIM_MASS, side="right"))
-        last = int(np.searchsorted(cum, 1 - TRIM_MASS, side="left"))
+        cum = np.cumsum(ink.sum(axis=axis, dtype=np.float64)) / total  # non-decreasing: counts are searches
+        first = int(np.count_nonzero(cum <= TRIM_MASS))
+        last = int(np.count_nonzero(cum < 1 - TRIM_MASS))
         last = min(max(last, first), cum.size - 1)
         out += [first, last + 1]
     return out[0], out[1], out[2], out[3]
@@ -342,7 +427,8 @@ def _bbox(ink: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def _resize(plane: np.ndarray, width: int, height: int) -> np.ndarray:
     # Lanczos with a box pre-reduction (reducing_gap): anti-aliased like MNIST's, and fast.
-    out = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
+    h, w = plane.shape
+    out = Image.frombuffer("F", (w, h), np.ascontiguousarray(plane, dtype=np.float32), "raw", "F", 0, 1).resize(
         (width, height), Image.Resampling.LANCZOS, reducing_gap=2.0
     )
     return np.clip(np.asarray(out), 0, 1)  # Lanczos rings slightly past 0 and 1
@@ -391,7 +477,10 @@ def is_blank(source: ImageSource) -> bool:
     guess, so callers report "no digit found" instead (`mnistlab predict`, a server).
     Uniform pictures, pure noise, fully transparent ones and lone specks are blank.
     """
-    split = _split_colour(*_source_array(source, 1))
+    arr, name = _source_array(source, 1)
+    if arr.dtype == np.uint8 and arr.ndim == 2 and arr.size and arr.size <= MAX_PIXELS:
+        return _ink_u8(arr) is None
+    split = _split_colour(arr, name)
     return split is None or _ink(split[0]) is None
 
 
@@ -403,6 +492,9 @@ def find_blanks(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] != 3):
         raise ValueError(f"find_blanks expects uint8 images (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}")
+    if images.ndim == 3 and len(images) <= 64:
+        # A few images (a request, a command line): the byte-table rule, the same answers, far cheaper.
+        return np.array([_ink_u8(x) is None for x in images], dtype=bool)
     out = np.zeros(len(images), dtype=bool)
     for i in range(0, len(images), chunk):
         x = images[i : i + chunk].astype(np.float32) * np.float32(1 / 255)
@@ -431,7 +523,12 @@ def prepare_image(source: ImageSource, size: int = 28, channels: int = 1) -> np.
     size = int(size)
     shape = (size, size) if channels == 1 else (size, size, 3)
 
-    split = _split_colour(*_source_array(source, channels))
+    arr, name = _source_array(source, channels)
+    if channels == 1 and arr.dtype == np.uint8 and arr.ndim == 2 and arr.size and arr.size <= MAX_PIXELS:
+        # The common case (any 8-bit picture that PIL gave as gray): byte tables instead of float passes.
+        ink = _ink_u8(arr)
+        return np.zeros(shape, dtype=np.uint8) if ink is None else _fit(ink, size)[:, :, 0]
+    split = _split_colour(arr, name)
     if split is None:
         return np.zeros(shape, dtype=np.uint8)
     gray, colour = split
@@ -445,28 +542,42 @@ def prepare_image(source: ImageSource, size: int = 28, channels: int = 1) -> np.
         samples = _sample(colour)[is_paper] if is_paper.any() else _border(colour)
         paper = np.median(samples, axis=0).astype(np.float32)
     ink = _normalise(ink, peak)
-    box = _bbox(ink)
-    if box is None:
-        return np.zeros(shape, dtype=np.uint8)
-    top, bottom, left, right = box
-    ink = ink[top:bottom, left:right]
+    if channels == 1:
+        return _fit(ink, size)[:, :, 0]
 
-    planes = [ink]
-    if channels == 3:
+    def colour_planes(top: int, bottom: int, left: int, right: int) -> list[np.ndarray]:
         # Same transform per channel: each channel's distance from the paper's colour, with the
         # gray's polarity and scale, so the colour output's luminance matches the gray output.
         crop = colour[top:bottom, left:right]
         diff = np.maximum(np.float32(sign) * (crop - paper), 0)  # (h, w, 3)
-        planes += [_normalise(diff[:, :, c], peak) for c in range(3)]
+        return [_normalise(diff[:, :, c], peak) for c in range(3)]
 
-    h, w = ink.shape
+    return _fit(ink, size, colour_planes)[:, :, 1:]
+
+
+def _fit(ink: np.ndarray, size: int, extra: Callable[[int, int, int, int], list[np.ndarray]] | None = None) -> np.ndarray:
+    """Normalised ink (H, W) -> uint8 (size, size, P): cropped to the ink, fitted in the box, centred by mass.
+
+    `extra(top, bottom, left, right)` gives more planes (the colour channels) to crop, resize and
+    place with the same geometry; P is 1 plus their number. No ink at all gives zeros.
+    """
+    box = _bbox(ink)
+    if box is None:
+        return np.zeros((size, size, 1 + (3 if extra else 0)), dtype=np.uint8)
+    top, bottom, left, right = box
+    planes = [ink[top:bottom, left:right]]
+    if extra is not None:
+        planes += extra(top, bottom, left, right)
+    h, w = planes[0].shape
     target = max(1, round(size * BOX_FRACTION))
     scale = target / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = np.stack([_resize(p, new_w, new_h) for p in planes], axis=2)  # (new_h, new_w, P)
+    if len(planes) == 1:
+        resized = _resize(planes[0], new_w, new_h)[:, :, None]  # (new_h, new_w) -> (new_h, new_w, 1)
+    else:
+        resized = np.stack([_resize(p, new_w, new_h) for p in planes], axis=2)  # (new_h, new_w, P)
     canvas = _place(resized, resized[:, :, 0], size)
-    out = canvas[:, :, 0] if channels == 1 else canvas[:, :, 1:]
-    return np.rint(out * 255).astype(np.uint8)
+    return np.rint(canvas * 255).astype(np.uint8)
 
 
 def prepare_batch(sources: Iterable[ImageSource], size: int = 28, channels: int = 1) -> np.ndarray:

@@ -4,14 +4,17 @@ Every request body is read with a cap (413 beyond it); an image's size is read f
 before it is decoded (413 for a decompression bomb); only a few raster formats are opened at all
 (415 for other content types, 422 for bytes that are none of them); malformed JSON, base64 or pixel
 arrays are 422. All errors answer `{"error": "..."}`. Preparation and inference run in worker
-threads (at most `concurrency` at once), never on the event loop. `app_from_env` builds the same app
-in each process of `mnistlab serve --workers N`.
+threads, never on the event loop: requests that wait together are prepared and classified as one
+batch, with one model call (`Batcher`; at most `concurrency` batches at once, one by default).
+`app_from_env` builds the same app in each process of `mnistlab serve --workers N`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import collections
 import io
 import json
 import logging
@@ -160,6 +163,85 @@ class Service:
             blanks[sent] = find_blanks(images[sent])
         return self.classify(images, blanks)
 
+    def answer_many(self, requests: Sequence[Sequence[bytes | np.ndarray]]) -> list[list[dict[str, Any]] | Exception]:
+        """`answer` for several requests at once, with one model call: per request its answers, or the
+        error that only it gets (an image that does not decode fails its own request, not the others)."""
+        prepared: list[np.ndarray | Exception] = []
+        for items in requests:
+            try:
+                prepared.append(self.prepare(items))
+            except (MnistlabError, MemoryError) as e:
+                prepared.append(e)
+        good = [(i, x) for i, x in enumerate(prepared) if isinstance(x, np.ndarray)]
+        if not good:
+            return prepared  # type: ignore[return-value]
+        images = np.concatenate([x for _, x in good])
+        sent = np.concatenate([[isinstance(v, np.ndarray) for v in requests[i]] for i, _ in good])
+        blanks = ~images.reshape(len(images), -1).any(axis=1)
+        if sent.any():
+            blanks[sent] = find_blanks(images[sent])
+        answers = self.classify(images, blanks)
+        out: list[list[dict[str, Any]] | Exception] = list(prepared)  # type: ignore[arg-type]
+        start = 0
+        for i, x in good:
+            out[i] = answers[start : start + len(x)]
+            start += len(x)
+        return out
+
+
+class Batcher:
+    """Runs `Service.answer_many` in worker threads on whatever requests are waiting, so that requests
+    arriving together share one thread hop and one model call (micro-batching).
+
+    At most `concurrency` batches run at once; a request that arrives meanwhile waits for the next
+    one, which takes every request then waiting (up to `max_items` images). Under load the batches
+    grow by themselves; a lone request still goes out at once, without a timer.
+    """
+
+    def __init__(self, service: Service, concurrency: int, max_items: int) -> None:
+        self.service = service
+        self.limiter = anyio.CapacityLimiter(max(1, concurrency))
+        self.max_items = max_items
+        self.running = 0
+        self.waiting: collections.deque[tuple[Sequence[bytes | np.ndarray], Any]] = collections.deque()
+        self.tasks: set[Any] = set()  # the event loop keeps only weak references to tasks
+
+    async def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((items, future))
+        if self.running < self.limiter.total_tokens:
+            self.running += 1
+            task = asyncio.ensure_future(self._drain())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, count = [], 0
+                while self.waiting and (not batch or count + len(self.waiting[0][0]) <= self.max_items):
+                    batch.append(self.waiting.popleft())
+                    count += len(batch[-1][0])
+                try:
+                    results = await anyio.to_thread.run_sync(self.service.answer_many, [b[0] for b in batch],
+                                                             limiter=self.limiter)
+                except Exception as e:  # unexpected: every request of the batch answers it (a 500)
+                    results = [e] * len(batch)
+                except BaseException:  # cancelled (the server stops): so are the requests waiting on it
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.running -= 1
+
 
 # ----------------------------------------------------------------------------- request parsing
 
@@ -287,16 +369,15 @@ def create_app(
     max_body: int = MAX_BODY,
     max_pixels: int = MAX_PIXELS,
     max_batch: int = MAX_BATCH,
-    concurrency: int = 2,
+    concurrency: int = 1,
     cors_origins: Sequence[str] = (),
     tta: bool | None = None,
 ) -> Starlette:
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
     predictor = load_predictor(checkpoint, device=device, tta=tta)  # an .onnx file: onnxruntime, no torch
     service = Service(predictor, model_card(checkpoint, predictor))
-    # Threads preparing and classifying at once. (A model thread batching concurrent requests was
-    # tried: with at most `concurrency` images prepared at a time its batches stay tiny, and it saved nothing.)
-    limiter = anyio.CapacityLimiter(max(1, concurrency))
+    # Batches of waiting requests prepared and classified at once, each in a worker thread.
+    batcher = Batcher(service, concurrency, max_batch)
     page = resources.files("mnistlab.serve").joinpath("page.html").read_text(encoding="utf-8")
     shape = predictor.in_shape
 
@@ -322,7 +403,7 @@ def create_app(
                 items, batch = parse_json(body, shape, max_pixels, max_batch)
             else:
                 items, batch = await parse_multipart(request, body, max_pixels, max_batch), True
-            answers = await anyio.to_thread.run_sync(service.answer, items, limiter=limiter)
+            answers = await batcher.answer(items)
         except BadRequest as e:
             return JSONResponse({"error": e.message}, status_code=e.status)
         except MnistlabError as e:  # ImageError: bytes that passed the header check but do not decode
