@@ -4,13 +4,14 @@
 
 Starts `mnistlab serve RUN --port 0` in a subprocess (or uses --url of a running server), warms it
 up, then sends --requests POST /api/predict requests (image/png bodies of canvas-like drawings, keep-
-alive connections, one per client thread) and prints requests/s, p50/p99 latency, errors (any
+alive connections from one asyncio client process) and prints requests/s, p50/p99 latency, errors (any
 non-200 answer or failed connection) and the server's peak RSS (VmHWM, when it was started here).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import io
 import json
@@ -18,7 +19,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -106,6 +106,52 @@ def cpu_seconds(pid: int) -> float | None:
     return total
 
 
+def _requests(host: str, port: int, bodies: list[bytes]) -> list[bytes]:
+    """Each drawing as one complete keep-alive HTTP/1.1 request, built once (the client's cost is not measured)."""
+    return [(f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/png\r\n"
+             f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
+
+
+async def _client(host: str, port: int, requests: list[bytes], next_index, latencies: list[float],
+                  errors: list[str]) -> None:
+    """One connection, one request at a time: send, read the status line and headers, then the body."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while (i := next_index()) is not None:
+            t0 = time.perf_counter()
+            try:
+                writer.write(requests[i % len(requests)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                body = await reader.readexactly(length)
+                if status != 200 or b'"label"' not in body:
+                    errors.append(f"HTTP {status}")
+            except (OSError, ValueError, StopIteration, asyncio.IncompleteReadError) as e:
+                errors.append(type(e).__name__)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        writer.close()
+
+
+async def load(host: str, port: int, bodies: list[bytes], total: int, clients: int) -> tuple[list[float], list[str]]:
+    """`total` requests from `clients` concurrent keep-alive connections; (latencies in s, errors).
+
+    One asyncio process with pre-built requests: a light client, so that most of the 2 cores are
+    left to the server (a thread per client with http.client used about one core by itself).
+    """
+    requests = _requests(host, port, bodies)
+    counter = iter(range(total))
+    latencies: list[float] = []
+    errors: list[str] = []
+    await asyncio.gather(*(_client(host, port, requests, lambda: next(counter, None), latencies, errors)
+                           for _ in range(clients)))
+    return latencies, errors
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", nargs="?", default=str(ROOT / "tests/fixtures/legacy-6a3e47d/fastcnn-tiny"))
@@ -122,49 +168,15 @@ def main() -> int:
         proc, url = start_server(args.run, args.server_arg)
     parts = urlsplit(url)
     bodies = drawings()
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    counter = iter(range(args.requests))
-
-    def client() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        mine, bad = [], []
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                break
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/api/predict", body=bodies[i % len(bodies)], headers={"Content-Type": "image/png"})
-                r = conn.getresponse()
-                data = r.read()
-                if r.status != 200 or b'"label"' not in data:
-                    bad.append(f"HTTP {r.status}")
-            except (OSError, http.client.HTTPException) as e:
-                bad.append(type(e).__name__)
-                conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-            mine.append(time.perf_counter() - t0)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-            errors.extend(bad)
-
     # Warm up (connections, first-call costs), then measure.
     for _ in range(20):
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         conn.request("POST", "/api/predict", body=bodies[0], headers={"Content-Type": "image/png"})
         conn.getresponse().read()
         conn.close()
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
     cpu0 = cpu_seconds(proc.pid) if proc else None
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    latencies, errors = asyncio.run(load(parts.hostname, parts.port, bodies, args.requests, args.clients))
     wall = time.perf_counter() - t0
     rss = peak_rss_mb(proc.pid) if proc else None
     cpu1 = cpu_seconds(proc.pid) if proc else None

@@ -278,22 +278,20 @@ def _children(pid: int) -> list[int]:
 def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(tmp_path):
     import httpx
 
+    env = {**_env(), "TMPDIR": str(tmp_path)}  # where the workers' readiness folder goes
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         proc.stdout.readline()
-        url = proc.stdout.readline().split()[1]
-        deadline = time.time() + 90  # each process imports torch and loads the model
-        answers, workers = [], []
-        while len(answers) < 4:
-            try:
-                with httpx.Client(timeout=10) as client:  # a new connection each time: the kernel spreads them
-                    answers.append(client.post(url + "api/predict", content=png(drawing("7")), headers=PNG).json())
-            except httpx.TransportError:
-                assert time.time() < deadline, "the worker processes did not start"
-                time.sleep(0.3)
+        url = proc.stdout.readline().split()[1]  # printed once both processes have built their app
         workers = [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
         assert len(workers) == 2  # uvicorn's spawned server processes (not multiprocessing's resource tracker)
+        ready = [p for p in tmp_path.glob("mnistlab-serve-*/*")]
+        assert sorted(int(p.name) for p in ready) == sorted(workers)
+        answers = []
+        for _ in range(4):  # no waiting or retrying: both already answer
+            with httpx.Client(timeout=10) as client:  # a new connection each time: the kernel spreads them
+                answers.append(client.post(url + "api/predict", content=png(drawing("7")), headers=PNG).json())
         assert all(a["label"] == "7" for a in answers)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -302,6 +300,7 @@ def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(tmp_
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
     assert not [w for w in workers if Path(f"/proc/{w}").exists()]  # both stopped (and reaped) with the parent
+    assert not list(tmp_path.glob("mnistlab-serve-*"))  # the readiness folder is removed
 
 
 def test_serve_warns_in_one_line_on_other_hosts(tmp_path):

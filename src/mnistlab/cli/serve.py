@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
+import threading
+import time
 from typing import Any
 
 from mnistlab.errors import ConfigError, MnistlabError
@@ -24,6 +28,23 @@ def _megabytes(text: str) -> float:
     if not 0 < value <= 1024:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1024 MB, got {text}")
     return value
+
+
+def _announce_when_ready(ready: str, workers: int, line: str, timeout: float = 120.0) -> None:
+    """Print `line` (the URL) once each of the `workers` processes has built its app.
+
+    Until then connections would queue for whichever process is ready first, and keep-alive ones
+    stay with it: announcing early would let a client load one process while the others start.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if len(os.listdir(ready)) >= workers:
+                break
+        except OSError:  # removed: the server is stopping
+            return
+        time.sleep(0.05)
+    print(line, flush=True)
 
 
 def register(sub: Any) -> None:
@@ -98,25 +119,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "(the default, 127.0.0.1, is this machine only)", file=sys.stderr, flush=True)
     accuracy = f", test accuracy {100 * card['test_accuracy']:.2f}%" if card["test_accuracy"] is not None else ""
     print(f"serving {card['model']} on {card['dataset']} ({card['parameters']:,} parameters{accuracy})", flush=True)
-    print(f"open http://{shown}:{port}/  (API: POST /api/predict; Ctrl-C stops)", flush=True)
+    announce = f"open http://{shown}:{port}/  (API: POST /api/predict; Ctrl-C stops)"
+    if args.workers == 1:
+        print(announce, flush=True)  # this process's app is built: it answers from the first connection
     # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
     settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
                     limit_concurrency=MAX_CONNECTIONS)
+    cleanup: list = []
     try:
         if args.workers == 1:
             uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
         else:
             from uvicorn.supervisors import Multiprocess
 
-            from mnistlab.serve.app import OPTIONS_ENV
+            from mnistlab.serve.app import OPTIONS_ENV, READY_ENV
 
             del app  # each process builds its own (uvicorn spawns them; an app does not pickle)
             os.environ[OPTIONS_ENV] = json.dumps({**options, "threads": args.threads})
+            ready = tempfile.mkdtemp(prefix="mnistlab-serve-")
+            cleanup.append(lambda: shutil.rmtree(ready, ignore_errors=True))
+            os.environ[READY_ENV] = ready
+            threading.Thread(target=_announce_when_ready, args=(ready, args.workers, announce), daemon=True).start()
             config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, workers=args.workers, **settings)
             Multiprocess(config, sockets=[sock]).run()  # restarts a process that dies; Ctrl-C stops them all
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after shutting down cleanly
         pass
     finally:
         sock.close()
+        for undo in cleanup:
+            undo()
     print("stopped", flush=True)
     return 0

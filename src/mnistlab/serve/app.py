@@ -438,6 +438,7 @@ def create_app(
 
 
 OPTIONS_ENV = "MNISTLAB_SERVE_OPTIONS"  # create_app's arguments, as JSON, for the worker processes
+READY_ENV = "MNISTLAB_SERVE_READY"  # a folder where each worker process leaves a file once its app is built
 
 
 def app_from_env() -> Starlette:
@@ -452,4 +453,11 @@ def app_from_env() -> Starlette:
         import torch
 
         torch.set_num_threads(threads)
-    return create_app(**options)
+    app = create_app(**options)
+    ready = os.environ.get(READY_ENV)
+    if ready:  # for the parent, which announces the URL once every worker can answer
+        try:
+            Path(ready, str(os.getpid())).touch()
+        except OSError:
+            pass
+    return app
