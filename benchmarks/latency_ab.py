@@ -64,7 +64,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, src in trees.items():
             env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="2")
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "benchmarks"), str(ROOT / "src/mnistlab/bench.py"),
+            proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "benchmarks"), str(ROOT / "src/mnistlab/bench/__init__.py"),
                                    *args.models], capture_output=True, text=True, env=env, check=True)
             results[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"{'median of ' + str(args.rounds) + ' rounds, ms':<28} {'old':>8} {'new':>8} {'new/old':>8}")
