@@ -8,6 +8,7 @@ function renders into memory and then writes the PNG atomically, and returns its
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -172,7 +173,7 @@ def _confidences(probs: Any, preds: np.ndarray) -> np.ndarray:
 
 
 # Mosaic layout, in pixels of the PNG (DPI above): each image is scaled by a whole factor to about CELL
-# pixels, with its title in a band above it; one white canvas holds every cell, drawn by one Axes.
+# pixels, with its title in a band above it; one white canvas holds every cell and every caption.
 CELL = 112  # pixels on the longest side of a cell (28-pixel digits are drawn 4x)
 GAP = 10  # pixels between neighbouring cells, and around the grid
 TITLE_PT = 8  # cell titles, points
@@ -201,6 +202,7 @@ def warm_up() -> None:
     ax.text(0, 0, "0", fontsize=TITLE_PT)
     fig.suptitle("0")
     fig.savefig(io.BytesIO(), format="png", dpi=DPI)
+    _grid(np.zeros((1, 2, 2), dtype=np.uint8), ["0"], ["black"], "0", None)  # the grids' fonts, in memory
 
 
 def _cells(images: np.ndarray) -> np.ndarray:
@@ -232,22 +234,41 @@ def _cells(images: np.ndarray) -> np.ndarray:
     return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
 
 
-def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, path,
-          ncols: int = 8) -> Path:
-    """One image: every cell pasted into a white canvas, its title above it; no Axes per image.
+def _font(points: float) -> Any:
+    """Matplotlib's own default font (DejaVu Sans) at `points`, as a Pillow font for this DPI."""
+    return _load_font(round(points * DPI / 72))
 
-    The canvas is exactly the PNG's size, drawn 1:1 (no resampling), so a cell's pixels are the image's.
+
+@functools.lru_cache(maxsize=8)
+def _load_font(pixels: int) -> Any:
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans")), pixels)
+
+
+def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, path: str | os.PathLike | None,
+          ncols: int = 8) -> Path | None:
+    """One image: every cell pasted into a white canvas, its title above it; drawn and written by Pillow.
+
+    The canvas is exactly the PNG, drawn 1:1 (no resampling), so a cell's pixels are the image's.
+    The text is matplotlib's font rendered by Pillow: a grid is a picture with captions, and Pillow
+    draws it in a few milliseconds where a matplotlib figure of 25 captions took 0.3 s.
     """
+    from matplotlib.colors import to_rgb
+    from PIL import Image, ImageDraw
+
     cells = _cells(images)
     n, ch, cw = cells.shape[:3]
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
     lines = max((t.count("\n") + 1 for t in titles), default=1)
     band = lines * LINE_PX + 4  # title band above each row of cells
-    slot = max(cw, math.ceil(_text_width(titles, TITLE_PT))) if n else 160
+    font, title_font = _font(TITLE_PT), _font(12)
+    slot = max(cw, math.ceil(_pil_text_width(titles, font))) if n else 160
     rows_h = ch if n else 40
     grid_w = ncols * slot + (ncols - 1) * GAP
-    width = max(grid_w, math.ceil(_text_width([title], 12))) + 2 * GAP
+    width = max(grid_w, math.ceil(_pil_text_width([title], title_font))) + 2 * GAP
     height = HEADER_PX + nrows * (band + rows_h) + (nrows - 1) * GAP + GAP
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     left = (width - grid_w) // 2
@@ -258,19 +279,30 @@ def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, 
         y0 = HEADER_PX + r * (band + rows_h + GAP) + band
         canvas[y0:y0 + ch, x0:x0 + cw] = cells[i]
         spots.append((x0 + cw / 2, y0))
-
-    # Figure, Axes and canvas share one pixel grid; the 1e-3 keeps Agg's size truncation from losing a pixel.
-    fig = Figure(figsize=((width + 1e-3) / DPI, (height + 1e-3) / DPI), dpi=DPI)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    ax.imshow(canvas, interpolation="none", aspect="auto")
-    # Data coordinates are canvas pixels (pixel j spans j-0.5..j+0.5, y downwards).
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
     for (x, y), text, color in zip(spots, titles, colors):
-        ax.text(x - 0.5, y - 3.5, text, ha="center", va="bottom", fontsize=TITLE_PT, color=color, linespacing=1.15)
+        fill = tuple(round(255 * v) for v in to_rgb(color))
+        # Bottom-aligned in the band above the cell, one line every LINE_PX pixels.
+        for k, line in enumerate(reversed(text.split("\n"))):
+            draw.text((x, y - 3 - k * LINE_PX), line, fill=fill, font=font, anchor="md")
     if n == 0:
-        ax.text(width / 2 - 0.5, HEADER_PX + (band + rows_h) / 2, "nothing to show", ha="center", va="center")
-    fig.suptitle(title, y=1 - (HEADER_PX / 2) / height, va="center")
-    return _save(fig, path, tight=False)
+        draw.text((width / 2, HEADER_PX + (band + rows_h) / 2), "nothing to show", fill=(0, 0, 0), font=title_font,
+                  anchor="mm")
+    draw.text((width / 2, HEADER_PX / 2), title, fill=(0, 0, 0), font=title_font, anchor="mm")
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    if path is None:  # warm_up: drawn, not written
+        return None
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _pil_text_width(texts: Sequence[str], font: Any) -> float:
+    """The widest line among `texts`, in pixels, in `font`."""
+    lines = {line for t in texts for line in t.split("\n")}
+    return max((font.getlength(line) for line in lines), default=0.0)
 
 
 def plot_prediction_grid(images: Any, preds: Any, probs: Any, path: str | os.PathLike,
