@@ -56,6 +56,20 @@ def test_confusion_matrix(tmp_path, normalize):
     _check_png(plots.plot_confusion_matrix(cm, ["zero", "one", "two"], tmp_path / "cm.png", normalize))
 
 
+def test_confusion_matrix_labels_the_cells_that_hold_images_and_leaves_the_others_blank(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    labels = []
+    real = Axes.text
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: labels.append((y, x, s)) or real(self, x, y, s, *a, **k))
+    cm = np.array([[5, 1, 0], [0, 3, 2], [0, 0, 0]])
+    plots.plot_confusion_matrix(cm, None, tmp_path / "cm.png")
+    assert sorted(labels) == [(0, 0, "0.83"), (0, 1, "0.17"), (1, 1, "0.60"), (1, 2, "0.40")]
+    labels.clear()
+    plots.plot_confusion_matrix(cm, None, tmp_path / "counts.png", normalize=False)
+    assert sorted(labels) == [(0, 0, "5"), (0, 1, "1"), (1, 1, "3"), (1, 2, "2")]
+
+
 def test_prediction_grid_and_mistakes(tmp_path, seeded):
     n, k = 20, 10
     images = np.random.randint(0, 256, size=(n, 28, 28), dtype=np.uint8)

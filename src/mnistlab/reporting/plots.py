@@ -106,7 +106,8 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
 
 def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str | os.PathLike,
                           normalize: bool = True) -> Path:
-    """Heat map of a confusion matrix (rows true, columns predicted), row-normalised by default.
+    """Heat map of a confusion matrix (rows true, columns predicted), row-normalised by default; each
+    cell that holds images is labelled with its value, and cells that hold none are left blank.
 
     Args:
         normalize: divide each row by its count, so the diagonal is per-class recall.
@@ -143,11 +144,10 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else " (counts)"))
     if k <= 20:  # cell labels stop being readable beyond ~20 classes
         vmax = values.max() if values.size else 0
-        for i in range(k):
-            for j in range(k):
-                text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if vmax and values[i, j] > 0.6 * vmax else "black")
+        for i, j in zip(*np.nonzero(counts)):  # a cell no image fell into stays blank (most of a good model's)
+            text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if vmax and values[i, j] > 0.6 * vmax else "black")
     return _save(fig, path, tight=False)
 
 
