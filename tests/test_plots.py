@@ -57,17 +57,54 @@ def test_confusion_matrix(tmp_path, normalize):
 
 
 def test_confusion_matrix_labels_the_cells_that_hold_images_and_leaves_the_others_blank(tmp_path, monkeypatch):
-    from matplotlib.axes import Axes
+    from PIL import ImageDraw
 
-    labels = []
-    real = Axes.text
-    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: labels.append((y, x, s)) or real(self, x, y, s, *a, **k))
+    drawn = []
+    real = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: drawn.append(
+        (xy, text, k.get("anchor"))) or real(self, xy, text, *a, **k))
     cm = np.array([[5, 1, 0], [0, 3, 2], [0, 0, 0]])
-    plots.plot_confusion_matrix(cm, None, tmp_path / "cm.png")
-    assert sorted(labels) == [(0, 0, "0.83"), (0, 1, "0.17"), (1, 1, "0.60"), (1, 2, "0.40")]
-    labels.clear()
-    plots.plot_confusion_matrix(cm, None, tmp_path / "counts.png", normalize=False)
-    assert sorted(labels) == [(0, 0, "5"), (0, 1, "1"), (1, 1, "3"), (1, 2, "2")]
+
+    def cell_labels():  # the texts drawn inside the matrix, as (row, column, text), from their positions
+        numbers = [(xy, t) for xy, t, anchor in drawn if anchor == "mm" and t.replace(".", "").isdigit()]  # centred
+        xs, ys = sorted({round(xy[0]) for xy, _ in numbers}), sorted({round(xy[1]) for xy, _ in numbers})
+        return sorted((ys.index(round(xy[1])), xs.index(round(xy[0])), t) for xy, t in numbers)
+
+    plots.plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "cm.png")
+    assert [t for *_, t in cell_labels()] == ["0.83", "0.17", "0.60", "0.40"]  # row by row, zeros left blank
+    drawn.clear()
+    plots.plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "counts.png", normalize=False)
+    assert [t for *_, t in cell_labels()] == ["5", "1", "3", "2"]
+    with Image.open(tmp_path / "cm.png") as im:
+        assert im.size[0] > 150 and im.size[1] > 150
+
+
+def test_run_figures_are_drawn_without_importing_matplotlib(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+import numpy as np
+from pathlib import Path
+from mnistlab.reporting import plots
+out = Path({str(tmp_path)!r})
+records = [{{"kind": "step", "step": s, "loss": 1 / s, "acc": 1 - 1 / s}} for s in range(1, 20)]
+records += [{{"kind": "epoch", "step": 19, "epoch": 1, "val_loss": 0.2, "val_acc": 0.9}}, {{"kind": "test", "test_acc": 0.9}}]
+plots.plot_training_curves(records, out / "curves.png")
+plots.plot_confusion_matrix(np.eye(10, dtype=int) * 9 + 1, None, out / "confusion.png")
+images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+y = np.arange(30) % 10
+plots.plot_prediction_grid(images[:25], y[:25], np.full(25, 0.9), out / "predictions.png", labels=y[:25])
+plots.plot_confident_mistakes(images, y, (y + 1) % 10, np.full(30, 0.9), out / "mistakes.png")
+plots.warm_up()
+assert "matplotlib" not in sys.modules, "matplotlib was imported"
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("curves", "confusion", "predictions", "mistakes"):
+        with Image.open(tmp_path / f"{name}.png") as im:
+            assert im.format == "PNG" and min(im.size) > 150, name
 
 
 def test_prediction_grid_and_mistakes(tmp_path, seeded):

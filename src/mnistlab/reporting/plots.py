@@ -8,7 +8,6 @@ function renders into memory and then writes the PNG atomically, and returns its
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import os
@@ -16,10 +15,10 @@ from pathlib import Path
 from typing import Any, Collection, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, PercentFormatter
+from PIL import Image, ImageDraw
 
 from mnistlab.fileio import atomic_write_bytes
+from mnistlab.reporting import raster
 
 DPI = 100  # dots per inch of every PNG; figure sizes below are in inches
 WRONG_COLOR = "tab:red"
@@ -69,36 +68,35 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike) -> Path:
     by_step = all("step" in r for r in steps + epochs)
     xkey, xlabel = ("step", "iteration (optimizer steps)") if by_step else ("epoch", "epoch")
 
-    # A fixed layout with room for tick labels up to "100.0%" and the axis labels: one drawing pass.
-    fig = Figure(figsize=(10, 4), dpi=DPI)
-    fig.subplots_adjust(left=0.08, right=0.985, bottom=0.125, top=0.915, wspace=0.24)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for ax, train_key, val_key, test_key, label in (
-        (ax_loss, "loss", "val_loss", "test_loss", "loss"),
-        (ax_acc, "acc", "val_acc", "test_acc", "accuracy"),
+    # Two panels side by side, 1000 x 400 pixels, drawn by Pillow (raster.py says why).
+    picture = Image.new("RGB", (1000, 400), "white")
+    for box, train_key, val_key, test_key, label in (
+        ((80, 38, 485, 338), "loss", "val_loss", "test_loss", "loss"),
+        ((580, 38, 985, 338), "acc", "val_acc", "test_acc", "accuracy"),
     ):
+        series = []  # (xs, ys, colour, legend, marker)
         pts = [(r[xkey], r[train_key]) for r in steps if r.get(train_key) is not None]
         if pts:
-            ax.plot(*zip(*pts), lw=1, alpha=0.8, color="tab:blue", label="training (per logged step)")
+            series.append((*zip(*pts), "tab:blue", "training (per logged step)", None))
         else:  # no step records: the per-epoch training numbers stand in
             pts = [(r[xkey], r["train_" + train_key]) for r in epochs if r.get("train_" + train_key) is not None]
             if pts:
-                ax.plot(*zip(*pts), "o-", color="tab:blue", label="training (per epoch)")
+                series.append((*zip(*pts), "tab:blue", "training (per epoch)", "o"))
         pts = [(r[xkey], r[val_key]) for r in epochs if r.get(val_key) is not None]
         if pts:
-            ax.plot(*zip(*pts), "o-", color="tab:orange", label="validation (end of epoch)")
+            series.append((*zip(*pts), "tab:orange", "validation (end of epoch)", "o"))
         last_x = max([r[xkey] for r in steps + epochs], default=0)
         for r in tests:
             if r.get(test_key) is not None:
-                ax.plot([last_x], [r[test_key]], "*", ms=12, color="tab:green", label="test (final)")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(label + (" (cross-entropy, nats)" if label == "loss" else ""))
-        ax.set_title(f"{label} during training")
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend()
-    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    return _save(fig, path, tight=False)
+                series.append(([last_x], [r[test_key]], "tab:green", "test (final)", "*"))
+        xs = [x for s_ in series for x in s_[0]] + [r[xkey] for r in steps + epochs]
+        ys = [y for s_ in series for y in s_[1]]
+        panel = raster.Panel(picture, box, xs, ys, percent=label == "accuracy")
+        panel.frame(f"{label} during training", xlabel, label + (" (cross-entropy, nats)" if label == "loss" else ""))
+        for sx, sy, color, legend, marker in series:
+            panel.line(sx, sy, color, legend, width=2 if marker else 1, marker=marker)
+        panel.legend()
+    return raster.save_png(picture, path)
 
 
 # ---------------------------------------------------------------------------- confusion matrix
@@ -121,34 +119,52 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     else:
         values = counts
 
-    # A fixed layout sized from the class names' widths, so the PNG is drawn once (no tight-bbox pass).
-    matrix = round(70 * max(4.0, 0.5 * k + 2))  # side of the square matrix, pixels
-    name_w = _text_width(names, 10) + 2  # tick labels are 10 points
-    scale_w = _text_width(["0.0"] if normalize else [f"{values.max(initial=0):g}"], 10) + 2
-    ticks, label = 10, 20  # a tick with its padding; an axis label line with its padding (pixels)
-    left = GAP + label + ticks + name_w
-    bottom = GAP + label + ticks + (name_w + 14) * 0.71  # 45-degree labels: (width + height) / sqrt 2
-    top = HEADER_PX
-    bar_gap, bar_w = 20, 18
-    width = left + matrix + bar_gap + bar_w + ticks + scale_w + label + GAP
-    height = bottom + matrix + top
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    ax = fig.add_axes((left / width, bottom / height, matrix / width, matrix / height))
-    cax = fig.add_axes(((left + matrix + bar_gap) / width, bottom / height, bar_w / width, matrix / height))
-    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, cax=cax, label="fraction of true class" if normalize else "count")
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else " (counts)"))
+    # Drawn by Pillow (raster.py says why): cells of `cell` pixels, the class names left and below
+    # (the columns' turned 90 degrees), a colour bar on the right.
+    cell = max(24, min(56, round(560 / max(k, 1))))
+    matrix = cell * k
+    name_w = math.ceil(raster.text_width(names, 10)) + 4
+    top, left = HEADER_PX + 10, GAP + 22 + name_w
+    bottom_labels = name_w + 30
+    bar_x = left + matrix + 20
+    scale = ["0.0", "0.5", "1.0"] if normalize else ["0", f"{values.max(initial=0):g}"]
+    width = bar_x + 18 + 8 + math.ceil(raster.text_width(scale, 9)) + GAP
+    height = top + matrix + bottom_labels + GAP
+    vmax = 1.0 if normalize else float(values.max(initial=0)) or 1.0
+    colours = raster.blues(values / vmax)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    canvas[top:top + matrix, left:left + matrix] = colours.repeat(cell, axis=0).repeat(cell, axis=1)
+    bar = raster.blues(np.linspace(1, 0, matrix))[:, None, :]
+    canvas[top:top + matrix, bar_x:bar_x + 18] = bar
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    f_names, f_cells, f_scale = raster.font(10), raster.font(8), raster.font(9)
+    draw.rectangle([left - 1, top - 1, left + matrix, top + matrix], outline=raster.AXES)
+    draw.rectangle([bar_x - 1, top - 1, bar_x + 18, top + matrix], outline=raster.AXES)
+    for i, name in enumerate(names):
+        y = top + i * cell + cell / 2
+        draw.text((left - 6, y), name, fill=(0, 0, 0), font=f_names, anchor="rm")
+        label = Image.new("RGBA", (math.ceil(f_names.getlength(name)) + 4, 16), (255, 255, 255, 0))
+        ImageDraw.Draw(label).text((label.width - 2, 8), name, fill=(0, 0, 0, 255), font=f_names, anchor="rm")
+        turned = label.rotate(90, expand=True)
+        picture.paste(turned, (round(left + i * cell + (cell - turned.width) / 2), top + matrix + 6), turned)
+    draw.text((left + matrix / 2, top + matrix + bottom_labels - 4), "predicted class", fill=(0, 0, 0),
+              font=f_names, anchor="md")
+    turned = Image.new("RGBA", (120, 16), (255, 255, 255, 0))
+    ImageDraw.Draw(turned).text((60, 8), "true class", fill=(0, 0, 0, 255), font=f_names, anchor="mm")
+    turned = turned.rotate(90, expand=True)
+    picture.paste(turned, (GAP, round(top + (matrix - turned.height) / 2)), turned)
+    for t, text in zip((1.0, 0.5, 0.0) if normalize else (1.0, 0.0), scale[::-1]):
+        draw.text((bar_x + 24, top + (1 - t) * (matrix - 1)), text, fill=raster.AXES, font=f_scale, anchor="lm")
+    title = "confusion matrix" + (" (row-normalised)" if normalize else " (counts)")
+    draw.text((left + matrix / 2, HEADER_PX / 2 + 4), title, fill=(0, 0, 0), font=raster.font(12), anchor="mm")
     if k <= 20:  # cell labels stop being readable beyond ~20 classes
-        vmax = values.max() if values.size else 0
         for i, j in zip(*np.nonzero(counts)):  # a cell no image fell into stays blank (most of a good model's)
             text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if vmax and values[i, j] > 0.6 * vmax else "black")
-    return _save(fig, path, tight=False)
+            color = (255, 255, 255) if values[i, j] > 0.6 * vmax else (0, 0, 0)
+            draw.text((left + j * cell + cell / 2, top + i * cell + cell / 2), text, fill=color, font=f_cells,
+                      anchor="mm")
+    return raster.save_png(picture, path)
 
 
 # ---------------------------------------------------------------------------- image grids
@@ -181,28 +197,19 @@ LINE_PX = 14  # pixels per line of a cell title
 HEADER_PX = 36  # pixels above the grid for the figure's title
 
 
-def _text_width(texts: Sequence[str], points: float) -> float:
-    """The widest line among `texts`, in pixels, as the Agg renderer lays it out."""
-    from matplotlib.backends.backend_agg import RendererAgg
-    from matplotlib.font_manager import FontProperties
-
-    renderer, prop = RendererAgg(1, 1, DPI), FontProperties(size=points)
-    lines = {line for t in texts for line in t.split("\n")}
-    return max((renderer.get_text_width_height_descent(line, prop, ismath=False)[0] for line in lines), default=0.0)
-
-
 def warm_up() -> None:
-    """Draw a tiny figure of every kind of artist the figures use (text, a title, a line, an image) to a
-    PNG in memory: the first figure drawn in a process pays for loading the font, the renderer and the
-    PNG writer (about 0.2 s here), which a drawer waiting for work can pay ahead of time instead."""
-    fig = Figure(figsize=(1, 1), dpi=DPI)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(np.zeros((2, 2, 3), dtype=np.uint8), interpolation="none")
-    ax.plot([0, 1], [0, 1])
-    ax.text(0, 0, "0", fontsize=TITLE_PT)
-    fig.suptitle("0")
-    fig.savefig(io.BytesIO(), format="png", dpi=DPI)
-    _grid(np.zeros((1, 2, 2), dtype=np.uint8), ["0"], ["black"], "0", None)  # the grids' fonts, in memory
+    """Load the fonts a run's figures use and encode a tiny PNG, ahead of the first figure (a drawer
+    waiting for work pays this instead of the run's end)."""
+    _grid(np.zeros((1, 2, 2), dtype=np.uint8), ["0"], ["black"], "0", None)
+    for points in (8, 9, 10, 12):
+        raster.font(points)
+
+
+def _figure(*args: Any, **kwargs: Any) -> Any:
+    """A matplotlib Figure (imported here: a run's own figures are drawn without matplotlib)."""
+    from matplotlib.figure import Figure
+
+    return Figure(*args, **kwargs)
 
 
 def _cells(images: np.ndarray) -> np.ndarray:
@@ -234,19 +241,6 @@ def _cells(images: np.ndarray) -> np.ndarray:
     return np.round(blocks.mean(axis=(2, 4))).astype(np.uint8)
 
 
-def _font(points: float) -> Any:
-    """Matplotlib's own default font (DejaVu Sans) at `points`, as a Pillow font for this DPI."""
-    return _load_font(round(points * DPI / 72))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_font(pixels: int) -> Any:
-    from matplotlib import font_manager
-    from PIL import ImageFont
-
-    return ImageFont.truetype(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans")), pixels)
-
-
 def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, path: str | os.PathLike | None,
           ncols: int = 8) -> Path | None:
     """One image: every cell pasted into a white canvas, its title above it; drawn and written by Pillow.
@@ -255,20 +249,17 @@ def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, 
     The text is matplotlib's font rendered by Pillow: a grid is a picture with captions, and Pillow
     draws it in a few milliseconds where a matplotlib figure of 25 captions took 0.3 s.
     """
-    from matplotlib.colors import to_rgb
-    from PIL import Image, ImageDraw
-
     cells = _cells(images)
     n, ch, cw = cells.shape[:3]
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
     lines = max((t.count("\n") + 1 for t in titles), default=1)
     band = lines * LINE_PX + 4  # title band above each row of cells
-    font, title_font = _font(TITLE_PT), _font(12)
-    slot = max(cw, math.ceil(_pil_text_width(titles, font))) if n else 160
+    font, title_font = raster.font(TITLE_PT), raster.font(12)
+    slot = max(cw, math.ceil(raster.text_width(titles, TITLE_PT))) if n else 160
     rows_h = ch if n else 40
     grid_w = ncols * slot + (ncols - 1) * GAP
-    width = max(grid_w, math.ceil(_pil_text_width([title], title_font))) + 2 * GAP
+    width = max(grid_w, math.ceil(raster.text_width([title], 12))) + 2 * GAP
     height = HEADER_PX + nrows * (band + rows_h) + (nrows - 1) * GAP + GAP
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     left = (width - grid_w) // 2
@@ -282,7 +273,7 @@ def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, 
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
     for (x, y), text, color in zip(spots, titles, colors):
-        fill = tuple(round(255 * v) for v in to_rgb(color))
+        fill = raster.rgb(color)
         # Bottom-aligned in the band above the cell, one line every LINE_PX pixels.
         for k, line in enumerate(reversed(text.split("\n"))):
             draw.text((x, y - 3 - k * LINE_PX), line, fill=fill, font=font, anchor="md")
@@ -290,19 +281,7 @@ def _grid(images: np.ndarray, titles: list[str], colors: list[str], title: str, 
         draw.text((width / 2, HEADER_PX + (band + rows_h) / 2), "nothing to show", fill=(0, 0, 0), font=title_font,
                   anchor="mm")
     draw.text((width / 2, HEADER_PX / 2), title, fill=(0, 0, 0), font=title_font, anchor="mm")
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")
-    if path is None:  # warm_up: drawn, not written
-        return None
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def _pil_text_width(texts: Sequence[str], font: Any) -> float:
-    """The widest line among `texts`, in pixels, in `font`."""
-    lines = {line for t in texts for line in t.split("\n")}
-    return max((font.getlength(line) for line in lines), default=0.0)
+    return raster.save_png(picture, path)  # (path None: warm_up, encoded only)
 
 
 def plot_prediction_grid(images: Any, preds: Any, probs: Any, path: str | os.PathLike,
@@ -376,7 +355,7 @@ def plot_confident_mistakes(images: Any, y: Any, preds: Any, probs: Any, path: s
 def plot_series(xs: Sequence[float], series: dict[str, Sequence[float]], path: str | os.PathLike,
                 title: str, xlabel: str, ylabel: str, logy: bool = False) -> Path:
     """Line plot of several named series against shared xs (put units in the labels)."""
-    fig = Figure(figsize=(7, 4.5))
+    fig = _figure(figsize=(7, 4.5))
     ax = fig.subplots()
     xs = _to_numpy(xs)
     for name, ys in series.items():
@@ -396,7 +375,7 @@ def plot_bars(names: Sequence[str], values: Sequence[float], path: str | os.Path
               title: str, ylabel: str) -> Path:
     """Bar chart with each value written above its bar."""
     values = _to_numpy(values).astype(np.float64)
-    fig = Figure(figsize=(max(5.0, 0.7 * len(names) + 2), 4.5))
+    fig = _figure(figsize=(max(5.0, 0.7 * len(names) + 2), 4.5))
     ax = fig.subplots()
     bars = ax.bar(range(len(values)), values, color="tab:blue")
     ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], fontsize=8, padding=2)
@@ -430,7 +409,7 @@ def plot_weight_templates(weights: Any, path: str | os.PathLike,
     vmax = float(np.abs(w).max()) or 1.0
     ncols = min(k, 5)
     nrows = math.ceil(k / ncols)
-    fig = Figure(figsize=(2.0 * ncols + 1, 2.1 * nrows + 0.4))
+    fig = _figure(figsize=(2.0 * ncols + 1, 2.1 * nrows + 0.4))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     im = None
     for i, ax in enumerate(axes.ravel()):
@@ -457,7 +436,7 @@ def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.Pat
     panels = 1 + len(params)
     cols = min(panels, 3)
     rows = (panels + cols - 1) // cols
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    fig = _figure(figsize=(4.2 * cols, 3.4 * rows))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
 
     def scatter(ax: Any, xs: list, trial_rows: list[dict]) -> None:
@@ -482,6 +461,8 @@ def plot_sweep(trials: Sequence[dict], params: Sequence[str], path: str | os.Pat
             scatter(ax, values, having)
             if name in log_params:
                 ax.set_xscale("log")
+                from matplotlib.ticker import NullFormatter
+
                 ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
         else:  # choices such as widths or an activation: one column per choice
             labels = sorted({",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v) for v in values})
@@ -510,7 +491,7 @@ def plot_map_grid(maps: Any, path: str | os.PathLike, title: str, *, ncols: int 
     n = m.shape[0]
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(1.4 * ncols + 1, 1.5 * nrows + 0.6))
+    fig = _figure(figsize=(1.4 * ncols + 1, 1.5 * nrows + 0.6))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     if symmetric:
         vmax = float(np.abs(m).max()) or 1.0
