@@ -270,7 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch_torchrun(args)
     from mnistlab.reporting import parallel
 
-    if _may_draw(args):  # matplotlib is imported by them now, on the core torch's import leaves idle
+    if _may_draw(args):  # they import the plots now, on the core torch's import leaves idle
         parallel.start_drawers(min(2, parallel.usable_cpus()))
     from mnistlab.training.distributed import shutdown
 

@@ -7,18 +7,18 @@ they are drawn one after another in this process. Either way every job runs, and
 one FigureError naming the job after all of them have finished.
 
 The parent typically has PyTorch's OpenMP threads alive: a forked child must never call torch,
-so tensors are refused here (convert them to numpy before calling), and matplotlib should be
+so tensors are refused here (convert them to numpy before calling), and the plotting code should be
 imported before forking (import mnistlab.reporting.plots first) so the children share it.
 Figures are written atomically by the plot functions themselves, so a failed or killed child
 leaves no partial file.
 
 A job's function may also be the name of a function in `mnistlab.reporting.plots` ("plot_bars"):
 it is looked up in the process that draws it, so a caller that names its figures never imports
-matplotlib itself. `start_drawers(n)`, called before the work (by `mnistlab train`, before it
-imports torch), forks the drawing processes at once: they import matplotlib on an idle core while
+the plotting code itself. `start_drawers(n)`, called before the work (by `mnistlab train`, before it
+imports torch), forks the drawing processes at once: they import it on an idle core while
 the parent imports torch, then wait, blocked on a pipe, for one share of the next `render_all`.
-Then the figures cost only their drawing at the end of a run, not also matplotlib's import (about
-0.7 s here). Drawers that are never used end with the parent (their pipe closes) or `stop_drawers`.
+Then the figures cost only their drawing at the end of a run, not also the forks and imports.
+Drawers that are never used end with the parent (their pipe closes) or `stop_drawers`.
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ _lead_pid: int | None = None  # the first drawer: it forked the others and reaps
 
 
 def start_drawers(workers: int = 2) -> int:
-    """Fork `workers` drawing processes now; they import matplotlib and wait for the next render_all.
+    """Fork `workers` drawing processes now; they import the plots and wait for the next render_all.
 
-    Call it before heavy imports (torch): the first drawer imports matplotlib while this process
+    Call it before heavy imports (torch): the first drawer imports them while this process
     goes on, then forks the others (which share its pages), so the import costs this process
     nothing. Returns how many were started (0 where forking is not used). Starting again first
     stops the drawers that are still waiting.
@@ -187,14 +187,15 @@ def stop_drawers() -> None:
 
 
 def _lead(ends: list[tuple[int, int]]) -> None:
-    """The first drawer: import matplotlib, fork the other drawers, serve its own share, reap them."""
+    """The first drawer: import the plots, fork the other drawers, serve its own share, reap them."""
     code = 0
     kids: list[int] = []
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
         # Lowest priority: the parent's own import (torch) is the critical path, and on the 2-core
-        # machines here a second process importing beside it slowed it by about 0.3 s (0.15 s niced).
+        # machines here a second process importing beside it slowed it (matplotlib's import: by
+        # about 0.3 s, 0.15 s niced).
         # When the figures are wanted the parent only waits, so the niced drawers then have the CPUs.
         try:
             os.nice(19)
@@ -348,7 +349,7 @@ def render_all(jobs: Sequence[Job], workers: int = 2) -> None:
         failures = _draw(jobs)
         _raise([line for line, _ in failures], failures[0][1] if failures else None)
         return
-    jobs = [(_resolve(fn), args, kwargs) for fn, args, kwargs in jobs]  # matplotlib imported once, here
+    jobs = [(_resolve(fn), args, kwargs) for fn, args, kwargs in jobs]  # the plots imported once, here
     for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice by a child
         stream.flush()
     pending: list[tuple[int, int, list[Job]]] = []  # (pid, read end of its pipe, its jobs)

@@ -1,9 +1,11 @@
-"""Matplotlib figures written to PNG files: training curves, confusion matrix, image grids, series.
+"""Figures written to PNG files: training curves, confusion matrix, image grids, series, bars, maps.
 
-Figures are built with `matplotlib.figure.Figure` and never through pyplot, so nothing here
-touches pyplot's global figure list or the user's backend (importing this module from a
-notebook changes nothing), and the functions are safe to call from server threads. Each
-function renders into memory and then writes the PNG atomically, and returns its path.
+A run's own four figures (curves, confusion matrix, the prediction and mistake grids) are drawn
+by Pillow (reporting/raster.py: no matplotlib import, a few milliseconds each); the lessons' other
+figures are built with `matplotlib.figure.Figure`, imported when first needed and never through
+pyplot, so nothing here touches pyplot's global figure list or the user's backend (importing
+this module from a notebook changes nothing). Every function is safe to call from server
+threads, renders into memory, writes the PNG atomically, and returns its path.
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: tor
     images, names = data.test_images, data.class_names
     from mnistlab.reporting import parallel
 
-    # The plots by name: matplotlib is imported where they are drawn (drawers started by the CLI, or here).
+    # The plots by name: they are imported where they are drawn (drawers started by the CLI, or here).
     parallel.render_all([
         ("plot_training_curves", (run.records(), run.path / "curves.png"), {}),
         ("plot_confusion_matrix", (np.asarray(report["confusion_matrix"]), names, run.path / "confusion.png"), {}),
