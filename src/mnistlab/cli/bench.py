@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from mnistlab.cli._common import module_doc, out
 from mnistlab.cli.train import add_config_options, config_from_args
@@ -23,7 +24,6 @@ def _seed_list(text: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run both paths, one line per measured run, then the environment, the table and the JSON file."""
     from mnistlab import bench
-    from mnistlab.fileio import atomic_write_json
 
     cfg = config_from_args(args)
     if not 0 < args.target <= 1:
@@ -40,11 +40,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"train {r['train_seconds']:.2f} s, {r['train_images_per_s']:,.0f} img/s, RSS {r['peak_rss_mb']:.0f} MB")
 
     report = bench.benchmark(cfg, args.target, seeds, baseline, on_result=show)
-    report["command"] = "mnistlab " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mnistlab") else None
-    atomic_write_json(args.json, report)
+    return _finish(report, args.json, bench.format_table)
+
+
+def _finish(report: dict, json_path: str, format_table: Any) -> int:
+    """The command that ran, the JSON file, then the machine's line and the table."""
+    from mnistlab.fileio import atomic_write_json
+
+    ran_as_command = bool(sys.argv) and sys.argv[0].endswith(("mnistlab", "__main__.py"))  # not a test's main([...])
+    report["command"] = "mnistlab " + " ".join(sys.argv[1:]) if ran_as_command else None
+    atomic_write_json(json_path, report)
     env = report["environment"]
     out("", f"{env['date']}, {env['machine']}, {env['cpus']} CPUs, torch {env['torch']} ({env['threads']} threads)",
-        bench.format_table(report), f"wrote {args.json}")
+        format_table(report), f"wrote {json_path}")
     return 0
 
 
@@ -58,7 +66,6 @@ def _against(args: argparse.Namespace) -> int:
     from mnistlab.bench import peers
     from mnistlab.cli.train import _flags
     from mnistlab.config import read_config_file
-    from mnistlab.fileio import atomic_write_json
 
     names = peers.parse_names(args.against)
     seeds = _seed_list(args.seeds)
@@ -85,12 +92,7 @@ def _against(args: argparse.Namespace) -> int:
 
     report = peers.compare(names, seeds, args.target, args.preset, settings, args.peer_max_epochs, args.peer_train_size,
                            args.peer_test_size, args.peer_timeout, on_result=show)
-    report["command"] = "mnistlab " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("mnistlab") else None
-    atomic_write_json(args.json, report)
-    env = report["environment"]
-    out("", f"{env['date']}, {env['machine']}, {env['cpus']} CPUs, torch {env['torch']} ({env['threads']} threads)",
-        peers.format_table(report), f"wrote {args.json}")
-    return 0
+    return _finish(report, args.json, peers.format_table)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
