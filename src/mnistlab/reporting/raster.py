@@ -29,6 +29,8 @@ COLORS = {  # matplotlib's names for the colours the figures use
     "tab:blue": (31, 119, 180), "tab:orange": (255, 127, 14), "tab:green": (44, 160, 44), "tab:red": (214, 39, 40),
 }
 GRID = (230, 230, 230)  # grid lines
+SUPERSAMPLE = 3  # data lines are drawn this many times finer and scaled down: smooth (antialiased) lines
+MARGIN = 10  # pixels around a panel where its markers may still be drawn
 AXES = (60, 60, 60)  # axis frame and ticks
 
 
@@ -116,6 +118,9 @@ class Panel:
         self.y0, self.y1 = lo - pad, hi + pad
         self.legend_items: list[tuple[str, tuple[int, int, int], str]] = []
         self.drawn: list[tuple[float, float]] = []  # every point drawn, in pixels: the legend avoids them
+        left, top, right, bottom = box
+        size = ((right - left + 2 * MARGIN) * SUPERSAMPLE, (bottom - top + 2 * MARGIN) * SUPERSAMPLE)
+        self.layer = Image.new("RGBA", size, (255, 255, 255, 0))  # the data, drawn finer (flush draws it in)
 
     def px(self, x: float, y: float) -> tuple[float, float]:
         left, top, right, bottom = self.box
@@ -152,23 +157,35 @@ class Panel:
 
     def line(self, xs: Sequence[float], ys: Sequence[float], color: str, label: str, width: int = 1,
              marker: str | None = None) -> None:
+        """A series: its line (unless the marker is "*"), its markers ("o", "*") and its legend entry."""
         pts = [self.px(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
         self.drawn += pts
         c = rgb(color)
-        if len(pts) > 1 and marker != "*":
-            self.draw.line(pts, fill=c, width=width, joint="curve")
-        for x, y in pts if marker else []:
-            r = 7 if marker == "*" else 3
+        fine = ImageDraw.Draw(self.layer)
+        left, top = self.box[0] - MARGIN, self.box[1] - MARGIN
+        scaled = [((x - left) * SUPERSAMPLE, (y - top) * SUPERSAMPLE) for x, y in pts]
+        if len(scaled) > 1 and marker != "*":
+            fine.line(scaled, fill=c, width=round(width * 1.3 * SUPERSAMPLE), joint="curve")
+        for x, y in scaled if marker else []:
+            r = (7 if marker == "*" else 3.5) * SUPERSAMPLE
             if marker == "*":
-                star = [(x + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
-                         y - (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5)) for k in range(10)]
-                self.draw.polygon(star, fill=c)
+                fine.polygon([(x + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
+                               y - (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5)) for k in range(10)], fill=c)
             else:
-                self.draw.ellipse([x - r, y - r, x + r, y + r], fill=c)
+                fine.ellipse([x - r, y - r, x + r, y + r], fill=c)
         self.legend_items.append((label, c, marker or "-"))
 
+    def flush(self) -> None:
+        """Scale the finely drawn data down onto the picture (premultiplied alpha: no dark fringes)."""
+        small = self.layer.convert("RGBa").resize((self.layer.width // SUPERSAMPLE, self.layer.height // SUPERSAMPLE),
+                                                  Image.BOX).convert("RGBA")
+        self.image.paste(small, (self.box[0] - MARGIN, self.box[1] - MARGIN), small)
+        self.layer = Image.new("RGBA", self.layer.size, (255, 255, 255, 0))
+
     def legend(self) -> None:
-        """The series' names in a box at the panel's top or bottom right, whichever covers fewer points."""
+        """The series' names in a box at the panel's top or bottom right, whichever covers fewer points
+        (drawn last: the data goes onto the picture first)."""
+        self.flush()
         if not self.legend_items:
             return
         d, f = self.draw, font(9)
