@@ -156,3 +156,21 @@ def _report(rows: dict[str, list[dict]], target: float = 0.99) -> dict:
     return {"target": target, "against": list(rows), "mnistlab_command": "mnistlab train --preset speedrun",
             "summary": {"mnistlab": peers.summarize([]), **{n: peers.summarize(r) for n, r in rows.items()}},
             "ratios_mnistlab_over_peer": {n: dict.fromkeys(peers.RATIO_KEYS) for n in rows}}
+
+
+def test_ctrl_c_during_a_run_kills_and_reaps_the_child_at_once():
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    started = time.monotonic()
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        peers.run_process([sys.executable, "-c", "import time; time.sleep(60)"], "", timeout=600)
+    assert time.monotonic() - started < 10  # not the 60 s child, nor the 600 s timer
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    for t in timers:
+        t.join(2)  # a cancelled timer's thread ends at once
+    assert not [t for t in timers if t.is_alive()]

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +227,54 @@ def test_warm_up_draws_in_memory_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plots.warm_up()  # the drawers call it while they wait and ignore its failure: it must work on its own
     assert list(tmp_path.iterdir()) == []
+
+
+def _drawer_script(body: str) -> subprocess.CompletedProcess:
+    import sys
+
+    code = "import os, signal, sys, threading, time\nfrom pathlib import Path\nfrom mnistlab.reporting import parallel\n" + body
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@forking
+def test_fewer_jobs_than_started_drawers_do_not_wait_for_the_unused_ones(tmp_path):
+    proc = _drawer_script(f"""
+assert parallel.start_drawers(2) == 2
+parallel.render_all([("plot_bars", (["a"], [1.0], Path({str(tmp_path)!r}) / "one.png", "t", "y"), {{}})], workers=2)
+assert parallel.start_drawers(3) == 3
+parallel.render_all([("plot_bars", (["a"], [1.0], Path({str(tmp_path)!r}) / "two.png", "t", "y"), {{}})] * 2, workers=2)
+print("done")
+""")
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "two.png"]
+
+
+@forking
+def test_ctrl_c_while_the_drawers_draw_stops_every_one_of_them(tmp_path):
+    proc = _drawer_script(f"""
+def nap(path):
+    path.write_text(str(os.getpid()))
+    time.sleep(30)
+
+parallel.start_drawers(2)
+threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    parallel.render_all([(nap, (Path({str(tmp_path)!r}) / "a.pid",), {{}}), (nap, (Path({str(tmp_path)!r}) / "b.pid",), {{}})])
+except KeyboardInterrupt:
+    print("interrupted")
+""")
+    assert proc.stdout.strip() == "interrupted", proc.stderr
+    pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
+    assert len(pids) == 2
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _alive(pid)]  # neither drawer is left drawing
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -79,6 +79,14 @@ def test_confusion_matrix_labels_the_cells_that_hold_images_and_leaves_the_other
         assert im.size[0] > 150 and im.size[1] > 150
 
 
+def test_a_one_class_confusion_matrix_keeps_its_whole_title_and_a_two_line_name(tmp_path):
+    from mnistlab.reporting import raster
+
+    path = plots.plot_confusion_matrix(np.array([[3]]), ["ankle\nboot"], tmp_path / "cm.png")
+    with Image.open(path) as im:
+        assert im.width >= raster.text_width(["confusion matrix (row-normalised)"], 12)
+
+
 def test_run_figures_are_drawn_without_importing_matplotlib(tmp_path):
     import subprocess
     import sys

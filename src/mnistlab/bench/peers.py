@@ -90,15 +90,22 @@ def run_process(cmd: list[str], stdin: str, timeout: float, env: dict[str, str] 
             proc.send_signal(signal.SIGKILL)
 
         timer = threading.Timer(timeout, kill)
+        timer.daemon = True  # never keeps the interpreter alive (Ctrl-C during a run)
         timer.start()
         try:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        _, status, usage = os.wait4(proc.pid, 0)
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: the child goes too, and is reaped
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
         wall = time.monotonic() - start
-        timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting again
         out.seek(0), errs.seek(0)
         lines = [line for line in errs.read().splitlines() if line.strip()]

@@ -270,15 +270,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch_torchrun(args)
     from mnistlab.reporting import parallel
 
-    if _may_draw(args):  # they import the plots now, on the core torch's import leaves idle
-        parallel.start_drawers(min(2, parallel.usable_cpus()))
-    from mnistlab.training.distributed import shutdown
-
     try:
-        return _train(args)
+        if _may_draw(args) and parallel.usable_cpus() > 1:  # they import the plots now, on the core torch's import leaves idle
+            parallel.start_drawers(2)
+        from mnistlab.training.distributed import shutdown
+
+        try:
+            return _train(args)
+        finally:
+            shutdown()  # leave torchrun's process group, if this process joined one
     finally:
         parallel.stop_drawers()  # those not needed after all (no figures, an error, Ctrl-C)
-        shutdown()  # leave torchrun's process group, if this process joined one
 
 
 def _may_draw(args: argparse.Namespace) -> bool:

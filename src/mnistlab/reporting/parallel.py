@@ -214,8 +214,8 @@ def _lead(ends: list[tuple[int, int]]) -> None:
                     if j != i:
                         os.close(jobs_r)
                         os.close(report_w)
-                code = _serve(*ends[i])
-                os._exit(code)
+                signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwinds the atomic writers' cleanup
+                os._exit(_serve(*ends[i]))
             kids.append(pid)
             os.close(ends[i][0])
             os.close(ends[i][1])
@@ -228,8 +228,9 @@ def _lead(ends: list[tuple[int, int]]) -> None:
                     pass
             sys.exit(1)
 
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, stop)  # the parent stops the lead; the lead stops the others
         code = _serve(*ends[0])
+        os.close(ends[0][1])  # our report is complete: the parent need not wait for the others through us
         for pid in kids:
             os.waitpid(pid, 0)
     except BaseException:
@@ -249,7 +250,6 @@ def _serve(jobs_fd: int, report_fd: int) -> int:
         return 0
     # The pickle comes from the parent that forked us, over a pipe only the two ends hold.
     jobs = pickle.loads(payload)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     failures = _draw(jobs, lambda line: os.write(report_fd, (line + "\n").encode("utf-8", "replace")))
     os.write(report_fd, b"DONE\n")
     for stream in (sys.stdout, sys.stderr):
@@ -275,6 +275,10 @@ def _render_with_drawers(jobs: list[Job], workers: int) -> list[str] | None:
     """
     drawers = _drawers[:max(1, min(workers, len(jobs)))]
     del _drawers[:len(drawers)]
+    for unused in _drawers:  # ended now (their pipes close), not after the others' reports: the lead waits for them
+        os.close(unused.jobs_fd)
+        os.close(unused.report_fd)
+    _drawers.clear()
     shares = [jobs[w::len(drawers)] for w in range(len(drawers))]
     try:
         payloads = [pickle.dumps(share) for share in shares]

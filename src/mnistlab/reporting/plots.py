@@ -114,7 +114,7 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     """
     counts = _to_numpy(cm).astype(np.float64)
     k = counts.shape[0]
-    names = _names(class_names, k)
+    names = [" ".join(n.split()) for n in _names(class_names, k)]  # one line each (a newline cannot be laid out)
     if normalize:
         totals = counts.sum(axis=1, keepdims=True)
         values = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -130,7 +130,10 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     bottom_labels = name_w + 30
     bar_x = left + matrix + 20
     scale = ["0.0", "0.5", "1.0"] if normalize else ["0", f"{values.max(initial=0):g}"]
-    width = bar_x + 18 + 8 + math.ceil(raster.text_width(scale, 9)) + GAP
+    title = "confusion matrix" + (" (row-normalised)" if normalize else " (counts)")
+    title_w = math.ceil(raster.text_width([title], 12)) + 2 * GAP
+    title_x = max(left + matrix / 2, title_w / 2)  # centred over the matrix, unless that would cut it off
+    width = max(bar_x + 18 + 8 + math.ceil(raster.text_width(scale, 9)) + GAP, math.ceil(title_x + title_w / 2))
     height = top + matrix + bottom_labels + GAP
     vmax = 1.0 if normalize else float(values.max(initial=0)) or 1.0
     colours = raster.blues(values / vmax)
@@ -158,8 +161,7 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     picture.paste(turned, (GAP, round(top + (matrix - turned.height) / 2)), turned)
     for t, text in zip((1.0, 0.5, 0.0) if normalize else (1.0, 0.0), scale[::-1]):
         draw.text((bar_x + 24, top + (1 - t) * (matrix - 1)), text, fill=raster.AXES, font=f_scale, anchor="lm")
-    title = "confusion matrix" + (" (row-normalised)" if normalize else " (counts)")
-    draw.text((left + matrix / 2, HEADER_PX / 2 + 4), title, fill=(0, 0, 0), font=raster.font(12), anchor="mm")
+    draw.text((title_x, HEADER_PX / 2 + 4), title, fill=(0, 0, 0), font=raster.font(12), anchor="mm")
     if k <= 20:  # cell labels stop being readable beyond ~20 classes
         for i, j in zip(*np.nonzero(counts)):  # a cell no image fell into stays blank (most of a good model's)
             text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"

@@ -453,7 +453,7 @@ class Trainer:
                 # A NaN/inf loss must stop the run. On the CPU it is read at once (nothing is queued, so
                 # the read costs nothing) and the bad step is never applied; on a GPU a read per step
                 # would stall its queue, so the check accumulates there and is read every
-                # FINITE_CHECK_EVERY steps and before anything is evaluated or saved (check_finite).
+                # FINITE_CHECK_EVERY steps and before anything is logged, evaluated or saved (check_finite).
                 if deferred_check:
                     bad |= ~torch.isfinite(loss.detach())
                     unchecked.append(st.step + 1)
@@ -480,6 +480,7 @@ class Trainer:
                 if hooks.on_step:
                     hooks.on_step({"step": st.step, "epoch": st.epoch, "batch": st.batch, "loss": loss, "items": n})
                 if self.log_every and st.step % self.log_every == 0 and hooks.on_log:
+                    check_finite()  # before a NaN is logged (this is a sync point anyway)
                     record = {"kind": "step", "step": st.step, "epoch": st.epoch + st.batch / self.steps_per_epoch,
                               "loss": log_loss.item() / log_items}  # .item(): a sync point, once per log_every steps
                     if counts_correct:
