@@ -113,10 +113,7 @@ def _child(jobs: Sequence[Job], write_fd: int) -> None:
 
 
 def _read_all(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return _read_all_bytes(fd).decode("utf-8", "replace")
 
 
 # ----------------------------------------------------------------------------- drawers started early

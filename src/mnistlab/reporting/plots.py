@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from mnistlab.fileio import atomic_write_bytes
 from mnistlab.reporting import raster
 
-DPI = 100  # dots per inch of every PNG; figure sizes below are in inches
+DPI = raster.DPI  # dots per inch of every PNG; figure sizes below are in inches
 WRONG_COLOR = "tab:red"
 
 
@@ -149,15 +149,11 @@ def plot_confusion_matrix(cm: Any, class_names: Sequence[str] | None, path: str 
     for i, name in enumerate(names):
         y = top + i * cell + cell / 2
         draw.text((left - 6, y), name, fill=(0, 0, 0), font=f_names, anchor="rm")
-        label = Image.new("RGBA", (math.ceil(f_names.getlength(name)) + 4, 16), (255, 255, 255, 0))
-        ImageDraw.Draw(label).text((label.width - 2, 8), name, fill=(0, 0, 0, 255), font=f_names, anchor="rm")
-        turned = label.rotate(90, expand=True)
+        turned = raster.turned_text(name, 10)
         picture.paste(turned, (round(left + i * cell + (cell - turned.width) / 2), top + matrix + 6), turned)
     draw.text((left + matrix / 2, top + matrix + bottom_labels - 4), "predicted class", fill=(0, 0, 0),
               font=f_names, anchor="md")
-    turned = Image.new("RGBA", (120, 16), (255, 255, 255, 0))
-    ImageDraw.Draw(turned).text((60, 8), "true class", fill=(0, 0, 0, 255), font=f_names, anchor="mm")
-    turned = turned.rotate(90, expand=True)
+    turned = raster.turned_text("true class", 10)
     picture.paste(turned, (GAP, round(top + (matrix - turned.height) / 2)), turned)
     for t, text in zip((1.0, 0.5, 0.0) if normalize else (1.0, 0.0), scale[::-1]):
         draw.text((bar_x + 24, top + (1 - t) * (matrix - 1)), text, fill=raster.AXES, font=f_scale, anchor="lm")

@@ -69,6 +69,20 @@ def text_width(texts: Sequence[str], points: float) -> float:
     return max((f.getlength(line) for t in texts for line in t.split("\n")), default=0.0)
 
 
+def turned_text(text: str, points: float, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """`text` on a transparent strip turned 90 degrees (reading upwards), to paste with itself as the mask."""
+    f = font(points)
+    strip = Image.new("RGBA", (int(f.getlength(text)) + 4, 16), (255, 255, 255, 0))
+    ImageDraw.Draw(strip).text((2, 8), text, fill=(*fill, 255), font=f, anchor="lm")
+    return strip.rotate(90, expand=True)
+
+
+def star(x: float, y: float, r: float) -> list[tuple[float, float]]:
+    """The corners of a five-pointed star of outer radius `r` centred on (x, y), point up."""
+    return [(x + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
+             y - (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5)) for k in range(10)]
+
+
 def save_png(image: Image.Image, path: str | os.PathLike | None) -> Path | None:
     """Encode `image` as PNG and write it atomically to `path` (None: encode only, as a warm-up)."""
     buf = io.BytesIO()
@@ -148,9 +162,7 @@ class Panel:
         d.rectangle([left, top, right, bottom], outline=AXES)
         d.text(((left + right) / 2, bottom + 22), xlabel, fill=(0, 0, 0), font=label, anchor="ma")
         d.text(((left + right) / 2, top - 8), title, fill=(0, 0, 0), font=font(12), anchor="md")
-        ylabel_image = Image.new("RGBA", (int(label.getlength(ylabel)) + 4, 16), (255, 255, 255, 0))
-        ImageDraw.Draw(ylabel_image).text((2, 8), ylabel, fill=(0, 0, 0, 255), font=label, anchor="lm")
-        rotated = ylabel_image.rotate(90, expand=True)
+        rotated = turned_text(ylabel, 10)
         widest = max((small.getlength(tick_label(t, ystep, self.percent)) for t in yt), default=0)
         self.image.paste(rotated, (int(left - 12 - widest - rotated.width), int((top + bottom - rotated.height) / 2)),
                          rotated)
@@ -169,8 +181,7 @@ class Panel:
         for x, y in scaled if marker else []:
             r = (7 if marker == "*" else 3.5) * SUPERSAMPLE
             if marker == "*":
-                fine.polygon([(x + (r if k % 2 == 0 else r / 2.5) * math.sin(k * math.pi / 5),
-                               y - (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5)) for k in range(10)], fill=c)
+                fine.polygon(star(x, y, r), fill=c)
             else:
                 fine.ellipse([x - r, y - r, x + r, y + r], fill=c)
         self.legend_items.append((label, c, marker or "-"))
@@ -206,8 +217,7 @@ class Panel:
             if marker == "o":
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
             if marker == "*":
-                d.polygon([(x + (6 if k % 2 == 0 else 2.4) * math.sin(k * math.pi / 5),
-                            y - (6 if k % 2 == 0 else 2.4) * math.cos(k * math.pi / 5)) for k in range(10)], fill=c)
+                d.polygon(star(x, y, 6), fill=c)
             d.text((right - width + 30, y), label, fill=(0, 0, 0), font=f, anchor="lm")
 
 
