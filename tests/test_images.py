@@ -9,6 +9,7 @@ import time
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -523,3 +524,80 @@ def test_an_opaque_alpha_channel_changes_nothing():
     np.testing.assert_array_equal(prepare_image(rgba), expected)
     la = rgb.convert("L").convert("LA")
     np.testing.assert_array_equal(prepare_image(la), prepare_image(rgb.convert("L")))
+
+
+def _plain_pngs() -> list[bytes]:
+    """8-bit gray, gray+alpha, RGB and RGBA PNGs: libspng's share of the decoding."""
+    rng = np.random.default_rng(0)
+    out = []
+    for mode, channels in (("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4)):
+        for k in range(12):
+            h, w = (int(v) for v in rng.integers(1, 50, 2))
+            noise = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+            strokes = (rng.random((h, w, channels)) > 0.7).astype(np.uint8) * 255
+            a = noise if k % 2 else strokes
+            im = Image.fromarray(a[:, :, 0] if channels == 1 else a, mode)
+            buf = io.BytesIO()
+            im.save(buf, "PNG", optimize=bool(k % 3), compress_level=k % 10)  # varied filters and levels
+            out.append(buf.getvalue())
+    out.append(encode(draw_seven(), "PNG"))
+    return out
+
+
+def test_plain_pngs_decode_by_libspng_to_pillows_pixels(monkeypatch):
+    """The fast decoder is used for plain PNGs and gives exactly Pillow's mode and pixels."""
+    assert images._spng_load is not None, "pyspng is a dependency: install the project"
+    calls = []
+    real = images._spng_load
+    monkeypatch.setattr(images, "_spng_load", lambda data: calls.append(1) or real(data))
+    pngs = _plain_pngs()
+    for data in pngs:
+        got = load_image(data)
+        ref = Image.open(io.BytesIO(data))
+        ref.load()
+        assert got.mode == ref.mode and got.size == ref.size
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+    assert len(calls) == len(pngs)
+
+
+def test_other_pngs_are_left_to_pillow(monkeypatch, tmp_path):
+    """Palettes, transparency keys, 16 bits, 1 bit, EXIF rotation and animation are Pillow's to decode."""
+    monkeypatch.setattr(images, "_spng_load", lambda data: pytest.fail("libspng got a PNG that Pillow must decode"))
+    seven = draw_seven((60, 45), (15, 5, 45, 40))
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    seven.save(rotated, "PNG", exif=exif)
+    animated = io.BytesIO()
+    seven.save(animated, "PNG", save_all=True, append_images=[seven.rotate(90)])
+    cases = [encode(seven.convert("P"), "PNG"), encode(seven.convert("1"), "PNG"), rotated.getvalue(),
+             animated.getvalue(), encode(Image.fromarray(np.asarray(seven).astype(np.uint16) * 257), "PNG")]
+    keyed = io.BytesIO()
+    seven.save(keyed, "PNG", transparency=255)
+    cases.append(keyed.getvalue())
+    for data in cases:
+        prepare_image(data)
+    (tmp_path / "big.png").write_bytes(encode(seven, "PNG") + b"\0" * (images.READ_WHOLE + 1))
+    assert prepare_image(tmp_path / "big.png").max() > 0  # a file too big to read at once: streamed to Pillow
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, len(_SEED_PNG) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_corrupted_pngs_get_pillows_verdict(edits):
+    """A damaged PNG gives what Pillow alone gives: the same pixels, or an ImageError."""
+    data = bytearray(_SEED_PNG)
+    for at, value in edits:
+        data[at] = value
+
+    def verdict() -> Any:
+        try:
+            return prepare_image(bytes(data)).tobytes()
+        except ImageError:
+            return "error"
+
+    fast = verdict()
+    real, images._spng_load = images._spng_load, None
+    try:
+        assert verdict() == fast
+    finally:
+        images._spng_load = real
