@@ -601,3 +601,12 @@ def test_corrupted_pngs_get_pillows_verdict(edits):
         assert verdict() == fast
     finally:
         images._spng_load = real
+
+
+def test_prepared_blanks_reads_the_blank_rule_from_the_zeros(mnist_raw):
+    """predict and serve read blanks off prepared images: the same verdict as the rule on the pictures themselves."""
+    pictures = list(BLANKS.values()) + list(_real_digits(mnist_raw).values())
+    prepared = np.stack([prepare_image(p) for p in pictures])
+    expected = [images.is_blank(p) for p in pictures]
+    assert images.prepared_blanks(prepared).tolist() == expected == [True] * len(BLANKS) + [False] * (len(pictures) - len(BLANKS))
+    assert images.find_blanks(prepared).tolist() == expected

@@ -569,6 +569,16 @@ def find_blanks(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     return out
 
 
+def prepared_blanks(images: np.ndarray) -> np.ndarray:
+    """Which images that `prepare_image` gave (N, H, W[, C]) are blank: (N,) bool.
+
+    Preparation applies the blank rule to the picture itself and gives zeros exactly for the blank
+    ones, so this reads the zeros instead of running the rule again (`find_blanks` is for images
+    prepared elsewhere, such as CSV rows). `mnistlab predict` and `mnistlab serve` both read it.
+    """
+    return ~np.asarray(images).reshape(len(images), -1).any(axis=1)
+
+
 def prepare_image(source: ImageSource, size: int = 28, channels: int = 1) -> np.ndarray:
     """Any picture of one digit -> uint8 (size, size) (or (size, size, 3)) prepared like MNIST.
 

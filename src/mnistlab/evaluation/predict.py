@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mnistlab.data.images import find_blanks, prepare_image
+from mnistlab.data.images import prepare_image, prepared_blanks
 from mnistlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class ImagePredictor:
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ConfigError(f"--top-k must be a positive integer, got {top_k!r}")
         images = self.prepare(sources)
-        blanks = find_blanks(images)
+        blanks = prepared_blanks(images)
         probs = np.asarray(self.probabilities(images), dtype=np.float32)
         k = min(top_k, probs.shape[1])
         indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # ties: the lower class first, as topk

@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mnistlab.data.images import find_blanks
+from mnistlab.data.images import find_blanks, prepared_blanks
 from mnistlab.errors import MnistlabError
 from mnistlab.evaluation.predict import ImagePredictor
 from mnistlab.export.runtime import OnnxPredictor, is_onnx_path, load_predictor
@@ -155,10 +155,10 @@ class Service:
 
     def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
         images = self.prepare(items)
-        # An image prepared here is blank exactly when preparation found no ink and gave zeros (the
-        # blank rule ran inside prepare_image); pixel arrays sent ready-made get the rule itself.
+        # Images prepared here: preparation ran the blank rule (prepared_blanks); pixel arrays sent
+        # ready-made get the rule itself.
         sent = np.array([isinstance(x, np.ndarray) for x in items])
-        blanks = ~images.reshape(len(images), -1).any(axis=1)
+        blanks = prepared_blanks(images)
         if sent.any():
             blanks[sent] = find_blanks(images[sent])
         return self.classify(images, blanks)
@@ -177,7 +177,7 @@ class Service:
             return prepared  # type: ignore[return-value]
         images = np.concatenate([x for _, x in good])
         sent = np.concatenate([[isinstance(v, np.ndarray) for v in requests[i]] for i, _ in good])
-        blanks = ~images.reshape(len(images), -1).any(axis=1)
+        blanks = prepared_blanks(images)
         if sent.any():
             blanks[sent] = find_blanks(images[sent])
         answers = self.classify(images, blanks)
