@@ -123,8 +123,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         print(announce, flush=True)  # this process's app is built: it answers from the first connection
     # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
+    # No proxy-header rewriting: nothing here reads the client's address, and the wrapper costs every request.
     settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
-                    limit_concurrency=MAX_CONNECTIONS)
+                    limit_concurrency=MAX_CONNECTIONS, proxy_headers=False)
     cleanup: list = []
     try:
         if args.workers == 1:
