@@ -129,3 +129,24 @@ def test_logistic_needs_two_classes():
         Config(model="logistic")
     with pytest.raises(ValueError, match="2 classes"):
         create_model("logistic", 10)
+
+
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32), (2, 12, 8)])
+def test_folded_stem_computes_what_the_stem_and_first_convolution_do(in_shape):
+    """fold_space_to_depth (used for ONNX export): one strided convolution, the same outputs up to rounding."""
+    from mnistlab.models.cnn import SpaceToDepth, fold_space_to_depth
+
+    torch.manual_seed(0)
+    model = create_model("fastcnn", num_classes=10, in_shape=in_shape).eval()
+    folded = fold_space_to_depth(model, in_shape)
+    first = folded[0][0]
+    assert isinstance(first, torch.nn.Conv2d) and first.stride == (2, 2) and first.kernel_size == (6, 6)
+    x = torch.randn(9, *in_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(model.features[0], SpaceToDepth)  # the trained model keeps its stem
+    # Nothing to fold: no stem (cnn), or an odd size (the stem pads it).
+    plain = create_model("cnn", num_classes=10, in_shape=(1, 28, 28))
+    assert fold_space_to_depth(plain, (1, 28, 28)) is plain
+    odd = create_model("fastcnn", num_classes=10, in_shape=(1, 27, 27))
+    assert fold_space_to_depth(odd, (1, 27, 27)) is odd

@@ -135,3 +135,27 @@ def test_tta_can_be_turned_off_for_a_checkpoint_and_not_for_an_onnx_graph(tmp_pa
     from mnistlab.serve.app import create_app
 
     assert not isinstance(create_app(tmp_path / "r", tta=False).state.service.predictor.model, TTAModel)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("count", [3, 5])
+def test_gathered_views_equal_the_shifts_they_stand_for(count, mirror):
+    """TTAModel gathers its views from one table: bit for bit the views shift_images defines, and the same logits."""
+    from mnistlab.models.registry import create_model
+    from mnistlab.models.tta import SMALL_BATCH, TTAModel
+
+    torch.manual_seed(0)
+    for in_shape in ((1, 28, 28), (3, 11, 9)):
+        x = torch.randn(7, *in_shape)
+        expected = [shift_images(x, dx, dy) for dx, dy in tta_shifts(count)]
+        expected += [v.flip(-1) for v in expected] if mirror else []
+        got = tta_views(x, mirror=mirror, count=count)
+        assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+        model = create_model("fastcnn", num_classes=4, in_shape=in_shape).eval()
+        for n in (1, SMALL_BATCH // len(expected) + 1):  # one call over all views, then a call per view
+            batch = torch.randn(n, *in_shape)
+            views = [shift_images(batch, dx, dy) for dx, dy in tta_shifts(count)]
+            views += [v.flip(-1) for v in views] if mirror else []
+            with torch.inference_mode():
+                plain = torch.stack([model(v) for v in views]).mean(0)
+                torch.testing.assert_close(TTAModel(model, count, mirror)(batch), plain, rtol=1e-5, atol=1e-6)

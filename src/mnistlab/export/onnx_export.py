@@ -34,6 +34,7 @@ from mnistlab.errors import CheckpointError, ExportError, MnistlabError
 from mnistlab.export import INSTALL_HINT
 from mnistlab.export.runtime import FORMAT, PREFIX, OnnxPredictor, open_session, probabilities_from_logits
 from mnistlab.fileio import atomic_write_bytes
+from mnistlab.models.cnn import fold_space_to_depth
 from mnistlab.models.tta import TTAModel, as_tested
 from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from mnistlab.training.losses import as_class_logits
@@ -58,11 +59,19 @@ class Exported(nn.Module):
         return as_class_logits(self.model((x - self.mean) * self.inv_std))
 
 
-def exported_model(ckpt: Any, tta: bool | None = None) -> Exported:
+def exported_model(ckpt: Any, tta: bool | None = None, for_graph: bool = False) -> Exported:
     """What the ONNX graph computes for a checkpoint: normalisation, the model (in eval mode) and,
     when the run evaluated with test-time augmentation (or `tta`), the same views, so the file's
-    accuracy is the run's."""
-    return Exported(as_tested(ckpt.build_model().float().eval(), ckpt.cfg, tta), *ckpt.norm).eval()
+    accuracy is the run's.
+
+    `for_graph`: the module the graph is traced from, with a space-to-depth stem merged into its first
+    convolution (`fold_space_to_depth`: the same function, faster in onnxruntime); the check compares
+    the file with the model as trained (`for_graph=False`).
+    """
+    model = ckpt.build_model().float().eval()
+    if for_graph:
+        model = fold_space_to_depth(model, ckpt.in_shape)
+    return Exported(as_tested(model, ckpt.cfg, tta), *ckpt.norm).eval()
 
 
 @contextlib.contextmanager
@@ -224,8 +233,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     buf = io.BytesIO()
     try:
         with quiet():
-            torch.onnx.export(model, (torch.rand(2, c, h, w),), buf, input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+            torch.onnx.export(exported_model(ckpt, tta, for_graph=True), (torch.rand(2, c, h, w),), buf,
+                              input_names=["images"], output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                               dynamo=False, do_constant_folding=True)
     except Exception as e:
         detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

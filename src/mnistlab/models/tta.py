@@ -7,8 +7,9 @@ run's test accuracy, its predictions and its exported file agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -47,10 +48,67 @@ def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return torch.where(outside, fill, torch.roll(x, shifts=(dy, dx), dims=(-2, -1)))
 
 
+def _view_index(h: int, w: int, shifts: tuple[tuple[int, int], ...], mirror: bool,
+                device: torch.device) -> torch.Tensor:
+    """(V * h * w,) int64: for each view's pixel, where `shift_images` takes it from in an image
+    flattened to its h * w values followed by its fill value (index h * w).
+
+    Built with numpy, so that an exporter tracing the model records the table as one constant.
+    """
+    rows = np.arange(h).reshape(h, 1)
+    cols = np.arange(w).reshape(1, w)
+    tables = []
+    for dx, dy in shifts:
+        src_r, src_c = rows - dy, cols - dx  # torch.roll by (dy, dx): out[r, c] = in[r - dy, c - dx]
+        inside = (src_r >= 0) & (src_r < h) & (src_c >= 0) & (src_c < w)
+        tables.append(np.where(inside, src_r * w + src_c, h * w))
+    if mirror:
+        tables += [t[:, ::-1] for t in tables]
+    return torch.from_numpy(np.stack(tables).reshape(-1).astype(np.int64)).to(device)
+
+
+class _ViewGather:
+    """The views of a batch as one gather from a fixed table: the same values as `shift_images`
+    (a copy of each pixel or of the fill), in 4 operations instead of about 10 per view, which is
+    what one image's classification costs in eager PyTorch (and the ONNX graph's size)."""
+
+    def __init__(self, count: int, mirror: bool) -> None:
+        self.shifts, self.mirror = tta_shifts(count), mirror
+        self.views = len(self.shifts) * (2 if mirror else 1)
+        self.tables: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images flattened, with each image's and channel's minimum appended: (N, C, H*W + 1), the table)."""
+        n, c, h, w = x.shape
+        key = (int(h), int(w), str(x.device))  # int(): an exporter's tracer fixes the image size (not the batch)
+        if key not in self.tables:
+            self.tables[key] = _view_index(key[0], key[1], self.shifts, self.mirror, x.device)
+        flat = x.reshape(n, c, h * w)
+        return torch.cat([flat, flat.amin(-1, keepdim=True)], -1), self.tables[key]
+
+    def each(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The views of batch x (N, C, H, W), one at a time."""
+        n, c, h, w = x.shape
+        padded, table = self.padded(x)
+        for i in range(self.views):
+            yield padded.index_select(-1, table[i * h * w : (i + 1) * h * w]).view(n, c, h, w)
+
+    def stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """Every view of x, image-major: (N * V, C, H, W); for one channel a reshape of the gather, no copy."""
+        n, c, h, w = x.shape
+        padded, table = self.padded(x)
+        views = padded.index_select(-1, table).view(n, c, self.views, h, w)
+        if int(c) != 1:
+            views = views.transpose(1, 2)
+        return views.reshape(n * self.views, c, h, w)
+
+
 def tta_views(x: torch.Tensor, mirror: bool = False, count: int = 5) -> list[torch.Tensor]:
     """The `count` test-time augmentation views of a batch (small shifts), and their mirror images if `mirror`."""
-    views = [shift_images(x, dx, dy) for dx, dy in tta_shifts(count)]
-    return views + [v.flip(-1) for v in views] if mirror else views
+    if x.dim() != 4:
+        views = [shift_images(x, dx, dy) for dx, dy in tta_shifts(count)]
+        return views + [v.flip(-1) for v in views] if mirror else views
+    return list(_ViewGather(count, mirror).each(x))
 
 
 class TTAModel(nn.Module):
@@ -60,18 +118,20 @@ class TTAModel(nn.Module):
         super().__init__()
         tta_shifts(views)  # fail now on a bad count
         self.model, self.views, self.mirror = model, views, mirror
+        self._gather = _ViewGather(views, mirror)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = tta_views(x, self.mirror, self.views)
-        if len(views) * x.shape[0] > SMALL_BATCH:  # large batches: one pass per view is faster (measured)
-            return torch.stack([self.model(v).float() for v in views]).mean(0)
+        if x.dim() != 4:
+            return torch.stack([self.model(v).float() for v in tta_views(x, self.mirror, self.views)]).mean(0)
+        gather = self._gather
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if gather.views * x.shape[0] > SMALL_BATCH:  # large batches: one pass per view is faster (measured)
+            return torch.stack([self.model(v.contiguous(memory_format=fmt)).float() for v in gather.each(x)]).mean(0)
         # Small batches, such as `serve`'s single images: one call over all views instead of 5, since
         # torch's per-call overhead dominates there (in eval mode each image is computed alone).
-        stacked = torch.cat(views)
-        if x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4:
-            stacked = stacked.contiguous(memory_format=torch.channels_last)
-        logits = self.model(stacked).float()
-        return logits.view(len(views), x.shape[0], *logits.shape[1:]).mean(0)
+        logits = self.model(gather.stacked(x).contiguous(memory_format=fmt)).float()
+        return logits.view(x.shape[0], gather.views, *logits.shape[1:]).mean(1)
 
     def extra_repr(self) -> str:
         return f"views={self.views}, mirror={self.mirror}"
