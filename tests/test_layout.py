@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mnistlab"
 # Higher layers may import lower (or equal) ones, never higher. runs/checkpoint.py is the file
 # format every reader shares (predict, evaluate, the estimator), so it sits just above models.
 LAYERS = {
-    "mnistlab": 0, "allocator": 0, "config": 0, "device": 0, "errors": 0, "fileio": 0,
+    "mnistlab": 0, "allocator": 0, "config": 0, "cpus": 0, "device": 0, "errors": 0, "fileio": 0,
     "data": 1, "models": 1,
     "runs.checkpoint": 1.5,
     "training": 2, "reporting": 2,

@@ -317,6 +317,15 @@ def test_serve_warns_in_one_line_on_other_hosts(tmp_path):
     assert url_line.startswith("open http://0.0.0.0:")
 
 
+def test_default_workers_are_one_per_core_up_to_two_on_the_cpu(monkeypatch):
+    from mnistlab.cli import serve
+
+    for cpus, expected in ((1, 1), (2, 2), (16, serve.AUTO_WORKERS)):
+        monkeypatch.setattr(serve, "usable_cpus", lambda: cpus)
+        assert serve.default_workers("cpu") == expected
+    assert serve.default_workers("cuda") == serve.default_workers("auto") == 1  # one accelerator, one process
+
+
 def test_serve_refuses_bad_flags_missing_runs_and_busy_ports(tmp_path):
     from mnistlab.cli import main
 

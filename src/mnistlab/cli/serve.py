@@ -13,11 +13,16 @@ import threading
 import time
 from typing import Any
 
+from mnistlab.cpus import usable_cpus
 from mnistlab.errors import ConfigError, MnistlabError
 
 INSTALL_HINT = "mnistlab serve needs the serve extra: pip install 'mnistlab[serve]' (or pip install -e '.[serve]')"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_CONNECTIONS = 128  # open connections at once; each may hold a body of up to --max-body while it waits
+# --workers by default: one process per core up to this many. On the 2 cores here 2 processes served
+# 1.5-2x the requests of one at a lower p99 (BENCHMARKS.md); each holds its own model and runtime
+# (about 380 MB with torch, 130 MB with an .onnx file), so more are for those who ask (--workers N).
+AUTO_WORKERS = 2
 
 
 def _megabytes(text: str) -> float:
@@ -62,9 +67,9 @@ def register(sub: Any) -> None:
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN (repeatable; '*' for any). Default: none")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="where to run the model (default: cpu)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="server processes sharing the port, each with its own copy of the model (default: 1; "
-                        "one per CPU core serves the most requests)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server processes sharing the port, each with its own copy of the model (default: one per "
+                        f"CPU core, at most {AUTO_WORKERS}, when the model runs on the CPU; else 1)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="batches of waiting requests prepared and classified at once in each process, "
                         "each batch with one model call (default: 1: under load one batch at a time "
@@ -89,7 +94,14 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def default_workers(device: str) -> int:
+    """--workers when not given: one per usable CPU core up to AUTO_WORKERS for a CPU model, else 1."""
+    return max(1, min(AUTO_WORKERS, usable_cpus())) if device == "cpu" else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers is None:
+        args.workers = default_workers(args.device)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be from 0 to 65535, got {args.port}")
     for flag, value in (("--workers", args.workers), ("--concurrency", args.concurrency), ("--threads", args.threads)):

@@ -18,6 +18,7 @@ from typing import Any
 from mnistlab.cli._common import EXIT_INTERRUPTED, PROG, check_positive, err, out
 from mnistlab.cli.train import _flags, add_config_options, config_from_args
 from mnistlab.config import PRESETS, Config, read_config_file
+from mnistlab.cpus import usable_cpus
 from mnistlab.errors import ConfigError, MnistlabError
 
 
@@ -148,7 +149,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = studies.SweepSpec(base=base, space=params, study=study, storage=storage, folder=folder)
     _, before = studies.create_or_load(spec, space_json)
     workers = min(args.workers, args.trials)
-    threads = base.threads or (max(1, studies.usable_cpus() // workers) if workers > 1 else None)
+    threads = base.threads or (max(1, usable_cpus() // workers) if workers > 1 else None)
     per_worker = studies.split_trials(args.trials, workers)
     resume = f"{PROG} sweep --study {shlex.quote(study)} --storage {shlex.quote(storage)}"
     if not args.quiet:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from mnistlab.cli._common import EXIT_ERROR, EXIT_INTERRUPTED, PROG, err, out, warn
 from mnistlab.config import (PRESETS, Config, field_default, field_type, optimiser_summary, preset_values, read_config_file,
                      schedule_summary)
+from mnistlab.cpus import usable_cpus
 from mnistlab.errors import ConfigError, TrainingDiverged
 
 # Everything this command writes is complete when it returns: the CLI may end the process at once (cli.entry).
@@ -271,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mnistlab.reporting import parallel
 
     try:
-        if _may_draw(args) and parallel.usable_cpus() > 1:  # they import the plots now, on the core torch's import leaves idle
+        if _may_draw(args) and usable_cpus() > 1:  # they import the plots now, on the core torch's import leaves idle
             parallel.start_drawers(2)
         from mnistlab.training.distributed import shutdown
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mnistlab.config import MODEL_FIELDS, Config, changed_fields, ignored_options, show_setting
+from mnistlab.cpus import usable_cpus
 from mnistlab.data.loader import DataBundle, load_dataset
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, list_models, model_options, models_using
@@ -273,7 +274,7 @@ def write_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: tor
         ("plot_prediction_grid", (images[:25], preds[:25], conf[:25], run.path / "predictions.png"),
          {"labels": y[:25], "class_names": names, "title": "test images: predicted class"}),
         ("plot_confident_mistakes", (images, y, preds, conf, run.path / "mistakes.png"), {"class_names": names}),
-    ], workers=min(FIGURE_WORKERS, parallel.usable_cpus()))
+    ], workers=min(FIGURE_WORKERS, usable_cpus()))
 
 
 def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test_logits: torch.Tensor) -> None:
@@ -298,4 +299,4 @@ def _write_multilabel_artifacts(run: RunDir, cfg: Config, data: DataBundle, test
          {"class_names": data.class_names, "title": f"test images: predicted label sets ({decision})"}),
         ("plot_bars", (data.class_names, [row["f1"] for row in report["per_class"]], run.path / "per_label_f1.png"),
          {"title": "per-label F1 on the test set", "ylabel": "F1"}),
-    ], workers=min(FIGURE_WORKERS, parallel.usable_cpus()))
+    ], workers=min(FIGURE_WORKERS, usable_cpus()))

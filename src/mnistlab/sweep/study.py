@@ -18,7 +18,6 @@ the test set.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,10 +271,3 @@ def retrain(spec: SweepSpec, number: int, cfg: Config) -> tuple[Any, Any]:
     run_cfg = Config.from_dict({"out_dir": str(spec.folder), "name": name} if cfg.save_run else {}, base=cfg)
     session = TrainSession.start(run_cfg)
     return session, session.fit()
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
