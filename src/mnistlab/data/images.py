@@ -150,7 +150,7 @@ def _decode_plain_png(im: Image.Image, data: bytes) -> Image.Image | None:
     """
     if _spng_load is None or im.format != "PNG" or im.mode not in ("L", "LA", "RGB", "RGBA"):
         return None
-    if im.tile[0][3] != im.mode or len(im.tile) != 1 or "transparency" in im.info or im.info.get("interlace"):
+    if len(im.tile) != 1 or im.tile[0][3] != im.mode or "transparency" in im.info or im.info.get("interlace"):
         return None
     if getattr(im, "is_animated", False) or b"eXIf" in data or b"acTL" in data or not _chunks_intact(data):
         return None
@@ -172,12 +172,12 @@ def _chunks_intact(data: bytes) -> bool:
     libspng stops reading once it has every row, so a damaged stream that still fills the rows
     would give garbage where Pillow's zlib reports the damage; the CRCs catch such damage first.
     """
-    pos, end = 8, len(data)
+    pos, end, view = 8, len(data), memoryview(data)
     crc32, unpack_from = zlib.crc32, struct.unpack_from
     while pos + 12 <= end:
         (length,) = unpack_from(">I", data, pos)
         stop = pos + 8 + length
-        if stop + 4 > end or crc32(data[pos + 4 : stop]) != unpack_from(">I", data, stop)[0]:
+        if stop + 4 > end or crc32(view[pos + 4 : stop]) != unpack_from(">I", data, stop)[0]:
             return False
         if data[pos + 4 : pos + 8] == b"IEND":
             return True

@@ -79,7 +79,8 @@ def fold_space_to_depth(model: nn.Module, in_shape: tuple[int, int, int]) -> nn.
     s = getattr(stem, "factor", 0)
     if not isinstance(stem, SpaceToDepth) or not isinstance(conv, nn.Conv2d) or in_shape[1] % s or in_shape[2] % s:
         return model
-    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or not isinstance(conv.padding, tuple):
+    if (conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or not isinstance(conv.padding, tuple)
+            or conv.padding_mode != "zeros"):
         return model
     out, c_s2d, kh, kw = conv.weight.shape
     c = c_s2d // (s * s)
@@ -94,8 +95,12 @@ def fold_space_to_depth(model: nn.Module, in_shape: tuple[int, int, int]) -> nn.
     merged.weight.data.copy_(folded)
     if conv.bias is not None:
         merged.bias.data.copy_(conv.bias.detach())
-    # FastCNN's forward is head(features(x)): the same with the merged stem, sharing every other layer.
-    return nn.Sequential(nn.Sequential(merged.to(weight.device), *list(features)[2:]), model.head).train(model.training)
+    merged.to(weight.device).train(model.training)
+    # FastCNN's forward is head(features(x)): the same with the merged stem, sharing every other layer
+    # (whose train/eval modes stay theirs).
+    out = nn.Sequential(nn.Sequential(merged, *list(features)[2:]), model.head)
+    out.training = out[0].training = model.training
+    return out
 
 
 class FastCNN(nn.Module):
