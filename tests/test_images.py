@@ -527,20 +527,20 @@ def test_an_opaque_alpha_channel_changes_nothing():
 
 
 def _plain_pngs() -> list[bytes]:
-    """8-bit gray, gray+alpha, RGB and RGBA PNGs: libspng's share of the decoding."""
+    """8-bit gray+alpha, RGB and RGBA PNGs: libspng's share of the decoding."""
     rng = np.random.default_rng(0)
     out = []
-    for mode, channels in (("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4)):
+    for mode, channels in (("LA", 2), ("RGB", 3), ("RGBA", 4)):
         for k in range(12):
             h, w = (int(v) for v in rng.integers(1, 50, 2))
             noise = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
             strokes = (rng.random((h, w, channels)) > 0.7).astype(np.uint8) * 255
             a = noise if k % 2 else strokes
-            im = Image.fromarray(a[:, :, 0] if channels == 1 else a, mode)
+            im = Image.fromarray(a, mode)
             buf = io.BytesIO()
             im.save(buf, "PNG", optimize=bool(k % 3), compress_level=k % 10)  # varied filters and levels
             out.append(buf.getvalue())
-    out.append(encode(draw_seven(), "PNG"))
+    out.append(encode(draw_seven().convert("RGBA"), "PNG"))  # a canvas export: opaque RGBA
     return out
 
 
@@ -561,19 +561,20 @@ def test_plain_pngs_decode_by_libspng_to_pillows_pixels(monkeypatch):
 
 
 def test_other_pngs_are_left_to_pillow(monkeypatch, tmp_path):
-    """Palettes, transparency keys, 16 bits, 1 bit, EXIF rotation and animation are Pillow's to decode."""
+    """Gray, palettes, transparency keys, 16 bits, 1 bit, EXIF rotation and animation are Pillow's to decode."""
     monkeypatch.setattr(images, "_spng_load", lambda data: pytest.fail("libspng got a PNG that Pillow must decode"))
-    seven = draw_seven((60, 45), (15, 5, 45, 40))
+    gray = draw_seven((60, 45), (15, 5, 45, 40))
+    seven = gray.convert("RGB")
     rotated = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6
     seven.save(rotated, "PNG", exif=exif)
     animated = io.BytesIO()
     seven.save(animated, "PNG", save_all=True, append_images=[seven.rotate(90)])
-    cases = [encode(seven.convert("P"), "PNG"), encode(seven.convert("1"), "PNG"), rotated.getvalue(),
-             animated.getvalue(), encode(Image.fromarray(np.asarray(seven).astype(np.uint16) * 257), "PNG")]
+    cases = [encode(gray, "PNG"), encode(seven.convert("P"), "PNG"), encode(seven.convert("1"), "PNG"),
+             rotated.getvalue(), animated.getvalue(), encode(Image.fromarray(np.asarray(gray).astype(np.uint16) * 257), "PNG")]
     keyed = io.BytesIO()
-    seven.save(keyed, "PNG", transparency=255)
+    seven.save(keyed, "PNG", transparency=(255, 255, 255))
     cases.append(keyed.getvalue())
     for data in cases:
         prepare_image(data)
@@ -581,11 +582,14 @@ def test_other_pngs_are_left_to_pillow(monkeypatch, tmp_path):
     assert prepare_image(tmp_path / "big.png").max() > 0  # a file too big to read at once: streamed to Pillow
 
 
+_SEED_RGBA_PNG = encode(draw_seven((60, 45), (15, 5, 45, 40)).convert("RGBA"), "PNG")  # libspng's kind
+
+
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(_SEED_PNG) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+@given(st.lists(st.tuples(st.integers(0, len(_SEED_RGBA_PNG) - 1), st.integers(0, 255)), min_size=1, max_size=8))
 def test_corrupted_pngs_get_pillows_verdict(edits):
     """A damaged PNG gives what Pillow alone gives: the same pixels, or an ImageError."""
-    data = bytearray(_SEED_PNG)
+    data = bytearray(_SEED_RGBA_PNG)
     for at, value in edits:
         data[at] = value
 
