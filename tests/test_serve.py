@@ -303,6 +303,89 @@ def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(tmp_
     assert not list(tmp_path.glob("mnistlab-serve-*"))  # the readiness folder is removed
 
 
+def _socket_inodes(pid: int) -> set[int]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def _established_inodes(port: int) -> set[int]:
+    """Inodes of the established TCP connections whose local port is `port` (the server's side)."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                out.add(int(fields[9]))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
+def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(tmp_path):
+    """16 keep-alive clients connecting at once land on both processes (each listens on its own socket:
+    with one shared socket the first process awake took them all in one run of four), and a process
+    killed while serving is replaced while the other keeps answering."""
+    import socket as socketlib
+    from urllib.parse import urlsplit
+
+    env = {**_env(), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    conns = []
+    try:
+        proc.stdout.readline()
+        url = urlsplit(proc.stdout.readline().split()[1])
+        workers = [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        body = png(drawing("7"))
+        request = (f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        conns = [socketlib.create_connection((url.hostname, url.port), timeout=30) for _ in range(16)]
+        for c in conns:
+            c.sendall(request)
+        for c in conns:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        served = _established_inodes(url.port)
+        held = {w: len(_socket_inodes(w) & served) for w in workers}
+        assert sum(held.values()) == 16 and min(held.values()) >= 1, held
+        for c in conns:
+            c.close()
+
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = [w for w in _children(proc.pid) if Path(f"/proc/{w}/cmdline").exists()
+                   and b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+            if len(now) == 2 and workers[0] not in now and len(list(tmp_path.glob("mnistlab-serve-*/*"))) == 3:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the killed process was not replaced")
+        import httpx
+
+        with httpx.Client(timeout=30) as client:
+            assert client.post(url.geturl() + "api/predict", content=body, headers=PNG).json()["label"] == "7"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for c in conns:
+            c.close()
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+    assert not [w for w in now if Path(f"/proc/{w}").exists()]
+
+
 def test_serve_warns_in_one_line_on_other_hosts(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--host", "0.0.0.0", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)

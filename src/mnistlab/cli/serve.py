@@ -81,9 +81,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, balanced: bool = False) -> socket.socket:
+    """The server's socket: listening, or (`balanced`) only reserving the port for processes that each
+    listen on a socket of their own (mnistlab.serve.workers)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        if balanced:
+            from mnistlab.serve.workers import shared_port_socket
+
+            return shared_port_socket(address, family, kind, proto, listen=False)
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -123,7 +129,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    concurrency=args.concurrency, cors_origins=list(args.cors), tta=args.tta)
     app = create_app(**options)  # here too with --workers: a bad run fails once, before any process starts
     card = app.state.service.card
-    sock = _listen(args.host, args.port)
+    from mnistlab.serve.workers import balanced_sockets_supported, serve_processes
+
+    balanced = args.workers > 1 and balanced_sockets_supported()
+    sock = _listen(args.host, args.port, balanced)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     if args.host not in LOCAL_HOSTS:
@@ -153,8 +162,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cleanup.append(lambda: shutil.rmtree(ready, ignore_errors=True))
             os.environ[READY_ENV] = ready
             threading.Thread(target=_announce_when_ready, args=(ready, args.workers, announce), daemon=True).start()
-            config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, workers=args.workers, **settings)
-            Multiprocess(config, sockets=[sock]).run()  # restarts a process that dies; Ctrl-C stops them all
+            if balanced:  # a listening socket per process: the kernel spreads the connections across them
+                serve_processes(settings, sock, args.workers, ready)
+            else:
+                config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, workers=args.workers, **settings)
+                Multiprocess(config, sockets=[sock]).run()  # restarts a process that dies; Ctrl-C stops them all
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after shutting down cleanly
         pass
     finally:

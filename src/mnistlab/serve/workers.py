@@ -1,0 +1,104 @@
+"""Several server processes on one port, each with a listening socket of its own.
+
+uvicorn's `--workers` hands every process the same listening socket. When a burst of connections
+arrives (16 keep-alive clients at once, say), whichever process wakes first accepts all of them, and
+keep-alive connections never move: on the 2 cores here one run in four ended with every client on
+one process, half the requests per second of an even split and a p99 of 60-70 ms instead of 45
+(BENCHMARKS.md). With SO_REUSEPORT each process listens on a socket of its own, bound to the same
+port, and the kernel spreads new connections across them. Linux only (elsewhere SO_REUSEPORT does
+not balance, and `mnistlab serve` uses uvicorn's supervisor).
+
+The parent keeps the port reserved with a bound socket that never listens (so no connection is
+queued where nobody accepts), starts the processes, restarts one that dies after it started, and
+on Ctrl-C or SIGTERM stops them all and reaps them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from mnistlab.errors import MnistlabError
+
+STARTUP_FAILURE = 3  # uvicorn's exit status for a process that could not start serving
+STOP_SECONDS = 5.0  # how long stopped processes get to finish their requests before they are killed
+
+
+def balanced_sockets_supported() -> bool:
+    """Whether the kernel spreads connections across sockets sharing a port (Linux's SO_REUSEPORT)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def shared_port_socket(address: Any, family: int, kind: int, proto: int, listen: bool) -> socket.socket:
+    """A socket bound to `address` with SO_REUSEPORT: the parent's reservation (listen=False) or a worker's."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, proto: int) -> None:
+    """One server process: its own listening socket on the shared port, the app from the environment."""
+    import uvicorn
+
+    sock = shared_port_socket(address, family, kind, proto, listen=True)
+    config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, **settings)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_processes(settings: dict[str, Any], reserved: socket.socket, workers: int, ready: str) -> None:
+    """Run `workers` server processes on the port `reserved` holds, until Ctrl-C or SIGTERM.
+
+    `settings` are uvicorn.Config's keyword arguments (picklable: the processes are spawned). A process
+    has started once its app is built, which `app_from_env` marks with a file named by its pid in the
+    folder `ready`: one that dies before that stops them all (a MnistlabError), since its successors
+    would fail the same way; one that dies later is replaced.
+    """
+    context = multiprocessing.get_context("spawn")
+    address = reserved.getsockname()
+    args = (settings, address, reserved.family, reserved.type, reserved.proto)
+    stop = threading.Event()
+
+    def start() -> Any:
+        process = context.Process(target=_worker, args=args, daemon=True)
+        process.start()
+        return process
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    processes = []
+    try:
+        processes = [start() for _ in range(workers)]
+        while not stop.wait(0.5):
+            for i, process in enumerate(processes):
+                if process.is_alive() or stop.is_set():
+                    continue
+                process.join()
+                if process.exitcode == STARTUP_FAILURE or not os.path.exists(os.path.join(ready, str(process.pid))):
+                    raise MnistlabError(f"a server process could not start (exit status {process.exitcode})")
+                processes[i] = start()  # died while serving: replaced, as uvicorn's supervisor does
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests in flight, then exits
+        for process in processes:
+            process.join(STOP_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
