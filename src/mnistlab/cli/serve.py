@@ -20,8 +20,8 @@ INSTALL_HINT = "mnistlab serve needs the serve extra: pip install 'mnistlab[serv
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_CONNECTIONS = 128  # open connections at once; each may hold a body of up to --max-body while it waits
 # --workers by default: one process per core up to this many. On the 2 cores here 2 processes served
-# 1.5-2x the requests of one at a lower p99 (BENCHMARKS.md); each holds its own model and runtime
-# (about 380 MB with torch, 130 MB with an .onnx file), so more are for those who ask (--workers N).
+# twice the requests of one at about half the p99 (BENCHMARKS.md, round 4); each holds its own model
+# and runtime (about 250 MB with torch, 130 MB with an .onnx file), so more are for those who ask.
 AUTO_WORKERS = 2
 
 

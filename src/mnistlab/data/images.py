@@ -145,11 +145,10 @@ def _decode_plain_png(im: Image.Image, data: bytes) -> Image.Image | None:
     """`im`'s pixels decoded by libspng when it is a plain PNG, else None (Pillow decodes it).
 
     Plain: 8 bits per sample, gray+alpha, RGB or RGBA stored as such (no palette, no transparency
-    key), not interlaced, not animated, no EXIF (whose orientation Pillow applies). Gray PNGs stay
-    with Pillow, which decodes them as fast (a 280x280 digit: 0.44 ms either way).
-    For those the PNG format defines the samples exactly, so both decoders give the same bytes
-    (tests/test_images.py compares them). Anything libspng refuses goes to Pillow, whose verdict
-    (pixels or a clear error) stands.
+    key), not interlaced, not animated, no EXIF (whose orientation Pillow applies). For those the
+    PNG format defines the samples exactly, so both decoders give the same bytes (tests/test_images.py
+    compares them). Anything libspng refuses goes to Pillow, whose verdict (pixels or a clear error)
+    stands. Gray PNGs stay with Pillow, which decodes them as fast (a 280x280 digit: 0.44 ms either way).
     """
     if _spng_load is None or im.format != "PNG" or im.mode not in SPNG_MODES:
         return None
@@ -159,11 +158,11 @@ def _decode_plain_png(im: Image.Image, data: bytes) -> Image.Image | None:
         return None
     try:
         pixels = _spng_load(data)
-    except Exception:  # noqa: BLE001 - whatever libspng dislikes, Pillow judges
+    except Exception:  # whatever libspng dislikes, Pillow judges
         return None
-    if pixels.dtype != np.uint8 or pixels.shape[:2] != (im.height, im.width) or (pixels.ndim == 3) != (im.mode != "L"):
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[:2] != (im.height, im.width):
         return None
-    out = Image.frombuffer(im.mode, im.size, pixels, "raw", im.mode, 0, 1)  # L, RGBA: no copy
+    out = Image.frombuffer(im.mode, im.size, pixels, "raw", im.mode, 0, 1)  # RGBA shares the array; RGB, LA copy it
     out.info = dict(im.info)
     im.close()
     return out

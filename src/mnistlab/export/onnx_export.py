@@ -234,7 +234,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
     try:
         with quiet():
             torch.onnx.export(exported_model(ckpt, tta, for_graph=True), (torch.rand(2, c, h, w),), buf,
-                              input_names=["images"], output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                              input_names=["images"], output_names=["logits"],
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                               dynamo=False, do_constant_folding=True)
     except Exception as e:
         detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

@@ -82,15 +82,15 @@ def fold_space_to_depth(model: nn.Module, in_shape: tuple[int, int, int]) -> nn.
     if (conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or not isinstance(conv.padding, tuple)
             or conv.padding_mode != "zeros"):
         return model
-    out, c_s2d, kh, kw = conv.weight.shape
+    out_channels, c_s2d, kh, kw = conv.weight.shape
     c = c_s2d // (s * s)
     weight = conv.weight.detach()
-    folded = torch.zeros(out, c, kh * s, kw * s, dtype=weight.dtype, device=weight.device)
+    folded = torch.zeros(out_channels, c, kh * s, kw * s, dtype=weight.dtype, device=weight.device)
     for channel in range(c):
         for p in range(s):
             for q in range(s):  # pixel_unshuffle's order: channel * s * s + p * s + q holds pixel (p, q) of each block
                 folded[:, channel, p::s, q::s] = weight[:, channel * s * s + p * s + q]
-    merged = nn.Conv2d(c, out, (kh * s, kw * s), stride=s, padding=(conv.padding[0] * s, conv.padding[1] * s),
+    merged = nn.Conv2d(c, out_channels, (kh * s, kw * s), stride=s, padding=(conv.padding[0] * s, conv.padding[1] * s),
                        bias=conv.bias is not None)
     merged.weight.data.copy_(folded)
     if conv.bias is not None:
@@ -98,9 +98,9 @@ def fold_space_to_depth(model: nn.Module, in_shape: tuple[int, int, int]) -> nn.
     merged.to(weight.device).train(model.training)
     # FastCNN's forward is head(features(x)): the same with the merged stem, sharing every other layer
     # (whose train/eval modes stay theirs).
-    out = nn.Sequential(nn.Sequential(merged, *list(features)[2:]), model.head)
-    out.training = out[0].training = model.training
-    return out
+    whole = nn.Sequential(nn.Sequential(merged, *list(features)[2:]), model.head)
+    whole.training = whole[0].training = model.training
+    return whole
 
 
 class FastCNN(nn.Module):
