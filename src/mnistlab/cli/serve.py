@@ -21,7 +21,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_CONNECTIONS = 128  # open connections at once; each may hold a body of up to --max-body while it waits
 # --workers by default: one process per core up to this many. On the 2 cores here 2 processes served
 # twice the requests of one at about half the p99 (BENCHMARKS.md, round 4); each holds its own model
-# and runtime (about 250 MB with torch, 130 MB with an .onnx file), so more are for those who ask.
+# and runtime (about 250 MB with torch, 90 MB with an .onnx file), so more are for those who ask.
 AUTO_WORKERS = 2
 
 
