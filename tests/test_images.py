@@ -576,6 +576,15 @@ def test_other_pngs_are_left_to_pillow(monkeypatch, tmp_path):
     keyed = io.BytesIO()
     seven.save(keyed, "PNG", transparency=(255, 255, 255))
     cases.append(keyed.getvalue())
+    from PIL import PngImagePlugin
+
+    raw_profile = PngImagePlugin.PngInfo()  # EXIF as ImageMagick and exiftool write it: a text chunk
+    tiff = exif.tobytes()
+    raw_profile.add_text("Raw profile type exif", f"\nexif\n{len(tiff) + 6:8d}\n{(b'Exif' + bytes(2) + tiff).hex()}\n")
+    profiled = io.BytesIO()
+    seven.convert("RGBA").save(profiled, "PNG", pnginfo=raw_profile)
+    assert Image.open(io.BytesIO(profiled.getvalue())).getexif().get(0x0112) == 6
+    cases.append(profiled.getvalue())
     for data in cases:
         prepare_image(data)
     (tmp_path / "big.png").write_bytes(encode(seven, "PNG") + b"\0" * (images.READ_WHOLE + 1))

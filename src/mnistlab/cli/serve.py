@@ -36,15 +36,15 @@ def _megabytes(text: str) -> float:
 
 
 def _announce_when_ready(ready: str, workers: int, line: str, timeout: float = 120.0) -> None:
-    """Print `line` (the URL) once each of the `workers` processes has built its app.
+    """Print `line` (the URL) once each of the `workers` processes has built its app (a file named by its pid).
 
-    Until then connections would queue for whichever process is ready first, and keep-alive ones
-    stay with it: announcing early would let a client load one process while the others start.
+    Announcing early would let a client load the processes that are ready while the others start,
+    and keep-alive connections stay where they were accepted.
     """
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            if len(os.listdir(ready)) >= workers:
+            if sum(name.isdigit() for name in os.listdir(ready)) >= workers:
                 break
         except OSError:  # removed: the server is stopping
             return
@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="where to run the model (default: cpu)")
     p.add_argument("--workers", type=int, default=None,
                    help="server processes sharing the port, each with its own copy of the model (default: one per "
-                        f"CPU core, at most {AUTO_WORKERS}, when the model runs on the CPU; else 1)")
+                        f"CPU core, at most {AUTO_WORKERS}, with --device cpu; else 1)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="batches of waiting requests prepared and classified at once in each process, "
                         "each batch with one model call (default: 1: under load one batch at a time "

@@ -35,7 +35,19 @@ def balanced_sockets_supported() -> bool:
 
 
 def shared_port_socket(address: Any, family: int, kind: int, proto: int, listen: bool) -> socket.socket:
-    """A socket bound to `address` with SO_REUSEPORT: the parent's reservation (listen=False) or a worker's."""
+    """A socket bound to `address` with SO_REUSEPORT: the parent's reservation (listen=False) or a worker's.
+
+    For the reservation of a given port, a plain bind comes first: SO_REUSEPORT alone would let this
+    server share a port that another server of the same user already listens on (each getting half
+    the connections), where a busy port must be an error.
+    """
+    if not listen and address[1] != 0:
+        probe = socket.socket(family, kind, proto)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own sockets
+            probe.bind(address)  # EADDRINUSE when anyone listens there, SO_REUSEPORT or not
+        finally:
+            probe.close()
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,13 +61,51 @@ def shared_port_socket(address: Any, family: int, kind: int, proto: int, listen:
     return sock
 
 
-def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, proto: int) -> None:
-    """One server process: its own listening socket on the shared port, the app from the environment."""
+def _die_with_parent() -> None:
+    """Have the kernel stop this process when the parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # it died before the call above
+        os._exit(0)
+
+
+def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, proto: int, ready: str) -> None:
+    """One server process: the app from the environment built first, then its own listening socket on
+    the shared port (a process listening before it can answer would be handed connections to stall)."""
     import uvicorn
 
-    sock = shared_port_socket(address, family, kind, proto, listen=True)
+    _die_with_parent()
     config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, **settings)
+    try:
+        config.load()  # builds the app (app_from_env); uvicorn's run() then skips loading
+    except KeyboardInterrupt:  # Ctrl-C while starting: the parent is stopping too
+        os._exit(0)
+    except Exception as e:  # the parent reports it in one line, instead of a traceback per process
+        _write_failure(ready, str(e) if isinstance(e, MnistlabError) else f"{type(e).__name__}: {e}")
+        os._exit(STARTUP_FAILURE)
+    sock = shared_port_socket(address, family, kind, proto, listen=True)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _write_failure(ready: str, message: str) -> None:
+    try:
+        with open(os.path.join(ready, f"{os.getpid()}.error"), "w", encoding="utf-8") as f:
+            f.write(" ".join(message.split())[:500])
+    except OSError:
+        pass
+
+
+def _failure(ready: str, pid: int | None) -> str | None:
+    try:
+        with open(os.path.join(ready, f"{pid}.error"), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def serve_processes(settings: dict[str, Any], reserved: socket.socket, workers: int, ready: str) -> None:
@@ -68,7 +118,7 @@ def serve_processes(settings: dict[str, Any], reserved: socket.socket, workers: 
     """
     context = multiprocessing.get_context("spawn")
     address = reserved.getsockname()
-    args = (settings, address, reserved.family, reserved.type, reserved.proto)
+    args = (settings, address, reserved.family, reserved.type, reserved.proto, ready)
     stop = threading.Event()
 
     def start() -> Any:
@@ -88,8 +138,11 @@ def serve_processes(settings: dict[str, Any], reserved: socket.socket, workers: 
                 if process.is_alive() or stop.is_set():
                     continue
                 process.join()
-                if process.exitcode == STARTUP_FAILURE or not os.path.exists(os.path.join(ready, str(process.pid))):
-                    raise MnistlabError(f"a server process could not start (exit status {process.exitcode})")
+                marker = os.path.join(ready, str(process.pid))
+                if process.exitcode == STARTUP_FAILURE or not os.path.exists(marker):
+                    raise MnistlabError(_failure(ready, process.pid)
+                                        or f"a server process could not start (exit status {process.exitcode})")
+                os.remove(marker)  # its pid may come back: only a live process's start counts
                 processes[i] = start()  # died while serving: replaced, as uvicorn's supervisor does
     finally:
         for process in processes:
