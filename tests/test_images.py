@@ -376,14 +376,23 @@ def test_random_bytes_give_an_image_or_image_error(head, body):
 _SEED_PNG = encode(draw_seven((60, 45), (15, 5, 45, 40)), "PNG")
 
 
-@FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(_SEED_PNG) - 1), st.integers(0, 255)), min_size=1, max_size=8))
-def test_corrupted_png_gives_an_image_or_image_error(edits):
-    data = bytearray(_SEED_PNG)
+def _edits(seed: bytes):
+    """Up to 8 (offset, new byte) changes to `seed`."""
+    return st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(0, 255)), min_size=1, max_size=8)
+
+
+def _damaged(seed: bytes, edits: list[tuple[int, int]]) -> bytes:
+    data = bytearray(seed)
     for at, value in edits:
         data[at] = value
+    return bytes(data)
+
+
+@FUZZ
+@given(_edits(_SEED_PNG))
+def test_corrupted_png_gives_an_image_or_image_error(edits):
     try:
-        out = prepare_image(bytes(data))
+        out = prepare_image(_damaged(_SEED_PNG, edits))
     except ImageError:
         return
     assert _valid(out, 1)
@@ -595,16 +604,14 @@ _SEED_RGBA_PNG = encode(draw_seven((60, 45), (15, 5, 45, 40)).convert("RGBA"), "
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(_SEED_RGBA_PNG) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+@given(_edits(_SEED_RGBA_PNG))
 def test_corrupted_pngs_get_pillows_verdict(edits):
     """A damaged PNG gives what Pillow alone gives: the same pixels, or an ImageError."""
-    data = bytearray(_SEED_RGBA_PNG)
-    for at, value in edits:
-        data[at] = value
+    data = _damaged(_SEED_RGBA_PNG, edits)
 
     def verdict() -> Any:
         try:
-            return prepare_image(bytes(data)).tobytes()
+            return prepare_image(data).tobytes()
         except ImageError:
             return "error"
 
