@@ -1,16 +1,16 @@
 """Several server processes on one port, each with a listening socket of its own.
 
 uvicorn's `--workers` hands every process the same listening socket. When a burst of connections
-arrives (16 keep-alive clients at once, say), whichever process wakes first accepts all of them, and
-keep-alive connections never move: on the 2 cores here one run in four ended with every client on
+arrives (16 keep-alive clients at once, say), the process that wakes first may accept all of them,
+and keep-alive connections never move: on the 2 cores here one run in four ended with every client on
 one process, half the requests per second of an even split and a p99 of 60-70 ms instead of 45
 (BENCHMARKS.md). With SO_REUSEPORT each process listens on a socket of its own, bound to the same
 port, and the kernel spreads new connections across them. Linux only (elsewhere SO_REUSEPORT does
 not balance, and `mnistlab serve` uses uvicorn's supervisor).
 
 The parent keeps the port reserved with a bound socket that never listens (so no connection is
-queued where nobody accepts), starts the processes, restarts one that dies after it started, and
-on Ctrl-C or SIGTERM stops them all and reaps them.
+queued where nobody accepts), starts the processes (which stop if the parent dies, even by SIGKILL),
+restarts one that dies after it started, and on Ctrl-C or SIGTERM stops them all and reaps them.
 """
 
 from __future__ import annotations
