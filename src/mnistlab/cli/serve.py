@@ -77,7 +77,7 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default: 1)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average over the test-time augmentation views (default: as the run was tested, e.g. 5 views "
-                        "for fastcnn, 0.9 ms of model time per image; --no-tta: one pass, 0.3 ms)")
+                        "for fastcnn, about 0.95 ms of model time per image on one thread; --no-tta: one pass, 0.4 ms)")
     p.set_defaults(func=cmd_serve)
 
 
