@@ -14,13 +14,16 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from mnistlab.fileio import atomic_write_bytes
 from mnistlab.reporting import raster
+
+if TYPE_CHECKING:  # matplotlib is imported only when a lesson's figure needs it (_figure)
+    from matplotlib.figure import Figure
 
 DPI = raster.DPI  # dots per inch of every PNG; figure sizes below are in inches
 WRONG_COLOR = "tab:red"
