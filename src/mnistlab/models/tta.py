@@ -68,9 +68,11 @@ def _view_index(h: int, w: int, shifts: tuple[tuple[int, int], ...], mirror: boo
 
 
 class _ViewGather:
-    """The views of a batch as one gather from a fixed table: the same values as `shift_images`
-    (a copy of each pixel or of the fill), in 4 operations instead of about 10 per view, which is
-    what one image's classification costs in eager PyTorch (and the ONNX graph's size)."""
+    """The views of a batch, the same values as `shift_images` (a copy of each pixel or of the fill).
+
+    `stacked`: one gather from a fixed table, 4 operations instead of about 10 per view, which is
+    what one image's classification costs in eager PyTorch (and the ONNX graph's size). `each`,
+    for large batches: block copies, which move many images' pixels faster than a gather."""
 
     def __init__(self, count: int, mirror: bool) -> None:
         self.shifts, self.mirror = tta_shifts(count), mirror
