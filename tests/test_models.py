@@ -82,6 +82,30 @@ def test_space_to_depth_moves_pixels_into_channels_losslessly():
     assert trained.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
 
 
+@pytest.mark.parametrize("shape", [(3, 16, 14, 14), (2, 4, 7, 9), (1, 1, 2, 5)])
+def test_max_pool_inference_equals_torch_max_pool(shape):
+    from mnistlab.models.cnn import MaxPool2d
+
+    x = torch.randn(shape)
+    x.view(-1)[::7] = 0.0  # ties
+    x.view(-1)[3] = float("nan")
+    pool = MaxPool2d()
+    for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad():
+            fast = pool(layout)
+        oracle = torch.nn.functional.max_pool2d(layout, 2)
+        assert fast.shape == oracle.shape
+        assert torch.equal(fast.nan_to_num(-7.0), oracle.nan_to_num(-7.0))
+        assert torch.equal(fast.isnan(), oracle.isnan())
+    with torch.no_grad(), pytest.raises(RuntimeError, match="too small"):
+        pool(torch.zeros(1, 1, 1, 5))
+    # With gradients on (training, saliency maps) it is nn.MaxPool2d itself: the first maximum of a
+    # cell gets the whole gradient.
+    x = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]], requires_grad=True)
+    pool(x).sum().backward()
+    assert x.grad.tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+
+
 def test_convs_per_stage_adds_full_resolution_layers():
     model = create_model("cnn", 10, (1, 28, 28), channels=(8, 16), kernel_size=3, padding=1, convs_per_stage=2)
     kinds = [type(m).__name__ for m in model.features]
