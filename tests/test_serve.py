@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 import zlib
@@ -472,3 +473,20 @@ def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_answer()
             if not a["blank"]:
                 assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-4
     assert results[5][0]["blank"] and not results[0][0]["blank"]
+
+
+def test_a_killed_servers_readiness_folder_is_swept_by_the_next_one(tmp_path, monkeypatch):
+    from mnistlab.cli.serve import _ready_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: a server killed with SIGKILL left this folder behind
+    (tmp_path / f"mnistlab-serve-{gone.pid}-abc").mkdir()
+    (tmp_path / f"mnistlab-serve-{gone.pid}-abc" / "123").touch()
+    alive = tmp_path / f"mnistlab-serve-{os.getpid()}-running"  # a server still running keeps its folder
+    alive.mkdir()
+    other = tmp_path / "mnistlab-serve-old"  # not a name this code writes: left alone
+    other.mkdir()
+    new = Path(_ready_folder())
+    assert new.parent == tmp_path and new.name.startswith(f"mnistlab-serve-{os.getpid()}-") and new.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, alive.name, other.name])

@@ -35,6 +35,31 @@ def _megabytes(text: str) -> float:
     return value
 
 
+READY_PREFIX = "mnistlab-serve-"
+
+
+def _ready_folder() -> str:
+    """A new readiness folder for the worker processes, named by this process's pid; first, the folders
+    left by servers that were killed (SIGKILL skips the cleanup) are removed: ours, whose pid is gone."""
+    tmp = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(READY_PREFIX)]
+    except OSError:
+        names = []
+    for name in names:
+        pid = name[len(READY_PREFIX):].split("-", 1)[0]
+        path = os.path.join(tmp, name)
+        try:
+            if not pid.isdigit() or os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # raises ProcessLookupError when that server is gone
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (OSError, OverflowError):  # alive under another user (PermissionError), unreadable: leave it
+            continue
+    return tempfile.mkdtemp(prefix=f"{READY_PREFIX}{os.getpid()}-")
+
+
 def _announce_when_ready(ready: str, workers: int, line: str, timeout: float = 120.0) -> None:
     """Print `line` (the URL) once each of the `workers` processes has built its app (a file named by its pid).
 
@@ -158,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             del app  # each process builds its own (uvicorn spawns them; an app does not pickle)
             os.environ[OPTIONS_ENV] = json.dumps({**options, "threads": args.threads})
-            ready = tempfile.mkdtemp(prefix="mnistlab-serve-")
+            ready = _ready_folder()
             cleanup.append(lambda: shutil.rmtree(ready, ignore_errors=True))
             os.environ[READY_ENV] = ready
             threading.Thread(target=_announce_when_ready, args=(ready, args.workers, announce), daemon=True).start()
