@@ -83,20 +83,26 @@ def test_space_to_depth_moves_pixels_into_channels_losslessly():
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 14, 14), (2, 4, 7, 9), (1, 1, 2, 5)])
-def test_max_pool_inference_equals_torch_max_pool(shape):
+def test_max_pool_inference_equals_torch_max_pool(shape, monkeypatch):
+    from mnistlab.models import cnn
     from mnistlab.models.cnn import MaxPool2d
+
+    monkeypatch.setattr(cnn, "PAIRWISE_FROM", 0)  # the pairwise path for these small maps too
 
     x = torch.randn(shape)
     x.view(-1)[::7] = 0.0  # ties
     x.view(-1)[3] = float("nan")
     pool = MaxPool2d()
+    aten_forward = torch.nn.MaxPool2d.forward
     for layout in (x, x.contiguous(memory_format=torch.channels_last)):
-        with torch.no_grad():
+        with torch.no_grad(), monkeypatch.context() as m:
+            m.setattr(torch.nn.MaxPool2d, "forward", None)  # calling ATen's max-pool here would fail
             fast = pool(layout)
         oracle = torch.nn.functional.max_pool2d(layout, 2)
         assert fast.shape == oracle.shape
         assert torch.equal(fast.nan_to_num(-7.0), oracle.nan_to_num(-7.0))
         assert torch.equal(fast.isnan(), oracle.isnan())
+    assert torch.nn.MaxPool2d.forward is aten_forward
     with torch.no_grad(), pytest.raises(RuntimeError, match="too small"):
         pool(torch.zeros(1, 1, 1, 5))
     # With gradients on (training, saliency maps) it is nn.MaxPool2d itself: the first maximum of a

@@ -99,8 +99,6 @@ def test_shift_equals_padding_each_image_with_its_own_background():
 def test_predict_and_evaluate_use_the_views_the_run_was_tested_with(tmp_path, flags, views):
     import json
 
-    import numpy as np
-
     from mnistlab import cli
     from mnistlab.data.raw import load_raw
     from mnistlab.evaluation.predict import Predictor
@@ -139,18 +137,23 @@ def test_tta_can_be_turned_off_for_a_checkpoint_and_not_for_an_onnx_graph(tmp_pa
 
 @pytest.mark.parametrize("mirror", [False, True])
 @pytest.mark.parametrize("count", [3, 5])
-def test_gathered_views_equal_the_shifts_they_stand_for(count, mirror):
-    """TTAModel gathers its views from one table: bit for bit the views shift_images defines, and the same logits."""
+def test_stacked_views_equal_the_shifts_they_stand_for(count, mirror):
+    """TTAModel slices a small batch's views from one framed copy: bit for bit the views shift_images
+    defines, image-major, and the same logits as a call per view."""
     from mnistlab.models.registry import create_model
-    from mnistlab.models.tta import SMALL_BATCH, TTAModel
+    from mnistlab.models.tta import SMALL_BATCH, TTAModel, _StackedViews
 
     torch.manual_seed(0)
-    for in_shape in ((1, 28, 28), (3, 11, 9)):
+    for in_shape in ((1, 28, 28), (3, 11, 9), (1, 1, 2)):
         x = torch.randn(7, *in_shape)
         expected = [shift_images(x, dx, dy) for dx, dy in tta_shifts(count)]
         expected += [v.flip(-1) for v in expected] if mirror else []
         got = tta_views(x, mirror=mirror, count=count)
         assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+        stacked = _StackedViews(count, mirror).stacked(x)
+        assert torch.equal(stacked, torch.stack(expected, 1).reshape(-1, *in_shape))
+        if in_shape[1] < 3:
+            continue  # (fastcnn needs a map it can pool twice)
         model = create_model("fastcnn", num_classes=4, in_shape=in_shape).eval()
         for n in (1, SMALL_BATCH // len(expected) + 1):  # one call over all views, then a call per view
             batch = torch.randn(n, *in_shape)

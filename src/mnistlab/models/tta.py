@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -50,52 +49,32 @@ def shift_images(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return out
 
 
-def _view_index(h: int, w: int, shifts: tuple[tuple[int, int], ...], mirror: bool,
-                device: torch.device) -> torch.Tensor:
-    """(V * h * w,) int64: for each view's pixel, where `shift_images` takes it from in an image
-    flattened to its h * w values followed by its fill value (index h * w).
+class _StackedViews:
+    """Every view of a small batch at once, image-major: the same values as `shift_images` (a copy of
+    each pixel or of the fill), from one copy of the images framed by a pixel of their fill: each
+    view is a slice of it (every shift is at most one pixel), and one stack copies them all.
 
-    Built with numpy, so that an exporter tracing the model records the table as one constant.
-    """
-    rows = np.arange(h).reshape(h, 1)
-    cols = np.arange(w).reshape(1, w)
-    tables = []
-    for dx, dy in shifts:
-        src_r, src_c = rows - dy, cols - dx  # torch.roll by (dy, dx): out[r, c] = in[r - dy, c - dx]
-        inside = (src_r >= 0) & (src_r < h) & (src_c >= 0) & (src_c < w)
-        tables.append(np.where(inside, src_r * w + src_c, h * w))
-    if mirror:
-        tables += [t[:, ::-1] for t in tables]
-    return torch.from_numpy(np.stack(tables).reshape(-1).astype(np.int64)).to(device)
-
-
-class _ViewGather:
-    """Every view of a small batch as one gather from a fixed table: the same values as `shift_images`
-    (a copy of each pixel or of the fill), in 4 operations for all views instead of 3 per view, which
-    is what one image's classification costs in eager PyTorch (and the ONNX graph's size)."""
+    Eager PyTorch runs one image's classification in a handful of operations instead of 3 per view,
+    and the ONNX graph holds Slices and one Concat (in onnxruntime 11-17% more images/s than a
+    Gather from a table of pixel indices, BENCHMARKS.md round 6)."""
 
     def __init__(self, count: int, mirror: bool) -> None:
         self.shifts, self.mirror = tta_shifts(count), mirror
         self.views = len(self.shifts) * (2 if mirror else 1)
-        self.tables: dict[tuple[int, int, str], torch.Tensor] = {}
-
-    def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images flattened, with each image's and channel's minimum appended: (N, C, H*W + 1), the table)."""
-        n, c, h, w = x.shape
-        key = (int(h), int(w), str(x.device))  # int(): an exporter's tracer fixes the image size (not the batch)
-        if key not in self.tables:
-            self.tables[key] = _view_index(key[0], key[1], self.shifts, self.mirror, x.device)
-        flat = x.reshape(n, c, h * w)
-        return torch.cat([flat, flat.amin(-1, keepdim=True)], -1), self.tables[key]
 
     def stacked(self, x: torch.Tensor) -> torch.Tensor:
-        """Every view of x, image-major: (N * V, C, H, W); for one channel a reshape of the gather, no copy."""
+        """Every view of x (N, C, H, W): (N * V, C, H, W), the V views of each image together."""
         n, c, h, w = x.shape
-        padded, table = self.padded(x)
-        views = padded.index_select(-1, table).view(n, c, self.views, h, w)
-        if int(c) != 1:
-            views = views.transpose(1, 2)
-        return views.reshape(n * self.views, c, h, w)
+        fill = x.amin(dim=(-2, -1), keepdim=True)  # (N, C, 1, 1): each image's and channel's background
+        side = fill.expand(n, c, h, 1)
+        framed = torch.cat([side, x, side], -1)
+        edge = fill.expand(n, c, 1, w + 2)
+        framed = torch.cat([edge, framed, edge], -2)  # (N, C, H + 2, W + 2)
+        # shift_images: out[r, c] = in[r - dy, c - dx], which is framed[r - dy + 1, c - dx + 1].
+        views = [framed[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w] for dx, dy in self.shifts]
+        if self.mirror:
+            views += [v.flip(-1) for v in views]
+        return torch.stack(views, 1).reshape(n * self.views, c, h, w)
 
 
 def tta_views(x: torch.Tensor, mirror: bool = False, count: int = 5) -> list[torch.Tensor]:
@@ -111,21 +90,21 @@ class TTAModel(nn.Module):
         super().__init__()
         tta_shifts(views)  # fail now on a bad count
         self.model, self.views, self.mirror = model, views, mirror
-        self._gather = _ViewGather(views, mirror)
+        self._views = _StackedViews(views, mirror)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             return torch.stack([self.model(v).float() for v in tta_views(x, self.mirror, self.views)]).mean(0)
-        gather = self._gather
+        views = self._views
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        if gather.views * x.shape[0] > SMALL_BATCH:  # large batches: one pass per view is faster (measured)
-            views = tta_views(x, self.mirror, self.views)
-            return torch.stack([self.model(v.contiguous(memory_format=fmt)).float() for v in views]).mean(0)
+        if views.views * x.shape[0] > SMALL_BATCH:  # large batches: one pass per view is faster (measured)
+            return torch.stack([self.model(v.contiguous(memory_format=fmt)).float()
+                                for v in tta_views(x, self.mirror, self.views)]).mean(0)
         # Small batches, such as `serve`'s single images: one call over all views instead of 5, since
         # torch's per-call overhead dominates there (in eval mode each image is computed alone).
-        logits = self.model(gather.stacked(x).contiguous(memory_format=fmt)).float()
-        return logits.view(x.shape[0], gather.views, *logits.shape[1:]).mean(1)
+        logits = self.model(views.stacked(x).contiguous(memory_format=fmt)).float()
+        return logits.view(x.shape[0], views.views, *logits.shape[1:]).mean(1)
 
     def extra_repr(self) -> str:
         return f"views={self.views}, mirror={self.mirror}"
