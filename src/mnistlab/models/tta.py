@@ -55,7 +55,7 @@ class _StackedViews:
     view is a slice of it (every shift is at most one pixel), and one stack copies them all.
 
     Eager PyTorch runs one image's classification in a handful of operations instead of 3 per view,
-    and the ONNX graph holds Slices and one Concat (in onnxruntime 11-17% more images/s than a
+    and the ONNX graph holds Slices and one Concat (in onnxruntime 14-28% more images/s than a
     Gather from a table of pixel indices, BENCHMARKS.md round 6)."""
 
     def __init__(self, count: int, mirror: bool) -> None:
