@@ -175,7 +175,7 @@ def test_a_truncated_or_corrupt_onnx_file_is_one_clear_line(exported, tmp_path, 
         OnnxPredictor.from_file(tmp_path / "missing.onnx")
 
 
-def test_an_onnx_file_without_mnistlab_metadata_runs_on_plain_unit_input(exported, tmp_path, mnist_raw):
+def test_an_onnx_file_without_mnistlab_metadata_runs_on_plain_unit_input(exported, tmp_path, mnist_raw, capsys):
     import onnx
 
     proto = onnx.load(exported["fastcnn"][0])
@@ -188,6 +188,16 @@ def test_an_onnx_file_without_mnistlab_metadata_runs_on_plain_unit_input(exporte
     ours = OnnxPredictor.from_file(exported["fastcnn"][0])
     images = mnist_raw.test_x[:20]
     np.testing.assert_allclose(plain.probabilities(images), ours.probabilities(images), atol=1e-6)
+    # predict says what it lacked and what it assumed instead, in one warning line, and still answers.
+    assert ours.assumptions() is None
+    Image.fromarray(255 - mnist_raw.test_x[0]).save(tmp_path / "digit.png")
+    assert main(["predict", str(foreign), str(tmp_path / "digit.png")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"mnistlab: warning: {plain.assumptions()}"
+    assert "no class_names, in_shape, probabilities in its metadata" in captured.err
+    assert "plain [0, 1] images of 1x28x28" in captured.err and "classes named 0..9" in captured.err
+    assert main(["predict", str(exported["fastcnn"][0]), str(tmp_path / "digit.png")]) == 0
+    assert capsys.readouterr().out == captured.out  # the same graph on the same prepared image: the same answer
     # ... but a graph whose input is not one image tensor says what is missing.
     from onnx import TensorProto, helper
 

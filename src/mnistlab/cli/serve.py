@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from mnistlab.cli._common import warn
 from mnistlab.cpus import usable_cpus
 from mnistlab.errors import ConfigError, MnistlabError
 
@@ -154,6 +155,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    concurrency=args.concurrency, cors_origins=list(args.cors), tta=args.tta)
     app = create_app(**options)  # here too with --workers: a bad run fails once, before any process starts
     card = app.state.service.card
+    note = getattr(app.state.service.predictor, "assumptions", lambda: None)()  # an .onnx file from elsewhere
+    if note:
+        warn(note)
     from mnistlab.serve.workers import balanced_sockets_supported, serve_processes
 
     balanced = args.workers > 1 and balanced_sockets_supported()

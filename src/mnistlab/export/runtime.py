@@ -114,6 +114,18 @@ class OnnxPredictor(ImagePredictor):
         self.multilabel = self.metadata.get("multilabel", "false") == "true"
         self.threshold = float(self.metadata.get("threshold", 0.5))
 
+    def assumptions(self) -> str | None:
+        """For a file without (all of) mnistlab's metadata, one line saying what is missing and what is
+        assumed in its place (the CLI prints it as a warning); None for an mnistlab export."""
+        if not self.missing:
+            return None
+        c, h, w = self.in_shape
+        assumed = {"class_names": f"classes named 0..{len(self.class_names) - 1}",
+                   "in_shape": f"plain [0, 1] images of {c}x{h}x{w} (the graph's input shape)",
+                   "probabilities": "a softmax over its outputs"}
+        return (f"{self.path}: not an mnistlab export (no {', '.join(self.missing)} in its metadata); running "
+                f"it with {', '.join(assumed[k] for k in self.missing)}")
+
     @classmethod
     def from_file(cls, path: str | os.PathLike, threads: int = 1) -> "OnnxPredictor":
         return cls(open_session(path, threads=threads), str(path))
