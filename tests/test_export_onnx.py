@@ -198,6 +198,20 @@ def test_an_onnx_file_without_mnistlab_metadata_runs_on_plain_unit_input(exporte
     assert "plain [0, 1] images of 1x28x28" in captured.err and "classes named 0..9" in captured.err
     assert main(["predict", str(exported["fastcnn"][0]), str(tmp_path / "digit.png")]) == 0
     assert capsys.readouterr().out == captured.out  # the same graph on the same prepared image: the same answer
+    # serve says it too, once, before it starts serving.
+    pytest.importorskip("uvicorn")
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(foreign), "--port", "0", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)}, cwd=tmp_path)
+    try:
+        assert "serving onnx" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert err.strip() == f"mnistlab: warning: {OnnxPredictor.from_file(foreign).assumptions()}"
     # ... but a graph whose input is not one image tensor says what is missing.
     from onnx import TensorProto, helper
 

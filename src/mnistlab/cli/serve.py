@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from typing import Any
 
 from mnistlab.cli._common import warn
@@ -177,6 +178,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
                     limit_concurrency=MAX_CONNECTIONS, proxy_headers=False)
     cleanup: list = []
+    # A Ctrl-C before uvicorn's loop starts leaves its serve() coroutine unstarted, and Python would
+    # print a RuntimeWarning about it on the way out; the server was stopped as asked, nothing to say.
+    warnings.filterwarnings("ignore", message="coroutine .*serve.* was never awaited", category=RuntimeWarning)
     try:
         if args.workers == 1:
             uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
