@@ -100,6 +100,22 @@ def test_metadata_round_trips(runs, exported):
     assert float(m["test_accuracy"]) == pytest.approx(run_accuracy, abs=1e-9)
 
 
+def test_the_graph_keeps_max_pool_nodes_and_slices_its_views(exported):
+    """Inference in eager PyTorch computes fastcnn's max-pool and its test-time views its own way; the
+    traced graph keeps onnxruntime's MaxPool, and builds the 5 views from slices, with no index table."""
+    import onnx
+
+    from onnx import numpy_helper
+
+    graph = onnx.load(exported["fastcnn"][0]).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("MaxPool") == 2 and "Max" not in ops
+    assert ops.count("Slice") >= 5
+    constants = [numpy_helper.to_array(t) for t in graph.initializer]
+    constants += [numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.t.dims]
+    assert not [c for c in constants if c.dtype.kind in "iu" and c.size > 64]  # no table of pixel indices
+
+
 def test_predict_through_onnxruntime_equals_predict_through_torch(runs, exported, tmp_path, mnist_raw):
     files = []
     for i in range(6):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -92,17 +94,20 @@ def test_max_pool_inference_equals_torch_max_pool(shape, monkeypatch):
     x = torch.randn(shape)
     x.view(-1)[::7] = 0.0  # ties
     x.view(-1)[3] = float("nan")
+    x.view(-1)[5], x.view(-1)[-1] = float("inf"), float("-inf")
     pool = MaxPool2d()
-    aten_forward = torch.nn.MaxPool2d.forward
-    for layout in (x, x.contiguous(memory_format=torch.channels_last)):
-        with torch.no_grad(), monkeypatch.context() as m:
-            m.setattr(torch.nn.MaxPool2d, "forward", None)  # calling ATen's max-pool here would fail
-            fast = pool(layout)
-        oracle = torch.nn.functional.max_pool2d(layout, 2)
-        assert fast.shape == oracle.shape
-        assert torch.equal(fast.nan_to_num(-7.0), oracle.nan_to_num(-7.0))
-        assert torch.equal(fast.isnan(), oracle.isnan())
-    assert torch.nn.MaxPool2d.forward is aten_forward
+    oracle_pool = torch.nn.functional.max_pool2d
+    inputs = (x, x.contiguous(memory_format=torch.channels_last), x.transpose(-1, -2).contiguous().transpose(-1, -2),
+              x.to(torch.bfloat16))
+    for layout in inputs:
+        for mode in (torch.no_grad, torch.inference_mode):
+            with mode(), monkeypatch.context() as m:
+                m.setattr(torch.nn.functional, "max_pool2d", None)  # calling ATen's max-pool here would fail
+                fast = pool(layout.requires_grad_() if mode is torch.no_grad and layout.is_floating_point() else layout)
+            oracle = oracle_pool(layout.detach(), 2)
+            assert fast.shape == oracle.shape and fast.dtype == oracle.dtype
+            assert torch.equal(fast.nan_to_num(-7.0), oracle.nan_to_num(-7.0))
+            assert torch.equal(fast.isnan(), oracle.isnan())
     with torch.no_grad(), pytest.raises(RuntimeError, match="too small"):
         pool(torch.zeros(1, 1, 1, 5))
     # With gradients on (training, saliency maps) it is nn.MaxPool2d itself: the first maximum of a
@@ -110,6 +115,17 @@ def test_max_pool_inference_equals_torch_max_pool(shape, monkeypatch):
     x = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]], requires_grad=True)
     pool(x).sum().backward()
     assert x.grad.tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+
+
+def test_cnns_still_compile_with_torchscript():
+    x = torch.randn(2, 1, 28, 28)
+    for name in ("lenet", "cnn", "fastcnn"):
+        model = create_model(name, 10, (1, 28, 28)).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript, still there
+            scripted = torch.jit.script(model)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), model(x))
 
 
 def test_convs_per_stage_adds_full_resolution_layers():

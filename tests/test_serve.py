@@ -476,17 +476,41 @@ def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_answer()
 
 
 def test_a_killed_servers_readiness_folder_is_swept_by_the_next_one(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
     from mnistlab.cli.serve import _ready_folder
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # a pid that no longer runs: a server killed with SIGKILL left this folder behind
-    (tmp_path / f"mnistlab-serve-{gone.pid}-abc").mkdir()
-    (tmp_path / f"mnistlab-serve-{gone.pid}-abc" / "123").touch()
-    alive = tmp_path / f"mnistlab-serve-{os.getpid()}-running"  # a server still running keeps its folder
-    alive.mkdir()
-    other = tmp_path / "mnistlab-serve-old"  # not a name this code writes: left alone
-    other.mkdir()
-    new = Path(_ready_folder())
-    assert new.parent == tmp_path and new.name.startswith(f"mnistlab-serve-{os.getpid()}-") and new.is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, alive.name, other.name])
+    old = time.time() - 60
+
+    def folder(name: str, age: float = old) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "123").touch()
+        os.utime(path, (age, age))
+        return path
+
+    dead = folder("mnistlab-serve-dead")  # a server killed with SIGKILL: nobody holds its lock
+    alive = folder("mnistlab-serve-alive")  # a running server (here: this test) holds its lock
+    held = os.open(alive, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    young = folder("mnistlab-serve-young", age=time.time())  # perhaps a server still taking its lock
+    (tmp_path / "mnistlab-serve-link").symlink_to(alive)  # not a folder of ours: never followed
+    try:
+        new, lock = _ready_folder()
+        assert Path(new).parent == tmp_path and Path(new).name.startswith("mnistlab-serve-")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(new).name, alive.name, young.name,
+                                                                     "mnistlab-serve-link"])
+        assert (alive / "123").exists()
+        # The new folder's lock is held while the server runs: the next server leaves it alone.
+        other = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(other)
+        os.utime(new, (old, old))
+        os.close(_ready_folder()[1])
+        assert Path(new).is_dir()
+        os.close(lock)  # the server stops (or dies): its folder is now fair game
+        os.close(_ready_folder()[1])
+        assert not Path(new).exists() and not dead.exists()
+    finally:
+        os.close(held)

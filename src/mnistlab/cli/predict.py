@@ -26,9 +26,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--out writes the ImageId,Label table of --csv; for images use --json")
     check_positive("--top-k", args.top_k)
     predictor = load_predictor(args.run, device=args.device, tta=args.tta)  # an .onnx file runs on onnxruntime, without torch
-    note = getattr(predictor, "assumptions", lambda: None)()  # an .onnx file from elsewhere: what is assumed
-    if note:
-        warn(note)
+    if predictor.assumptions():  # an .onnx file from elsewhere
+        warn(predictor.assumptions())
     if args.csv:
         from mnistlab.data.custom import fit_to_model, read_pixel_csv
         from mnistlab.fileio import atomic_write_text

@@ -7,11 +7,11 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import threading
 import time
-import warnings
 from typing import Any
 
 from mnistlab.cli._common import warn
@@ -38,28 +38,46 @@ def _megabytes(text: str) -> float:
 
 
 READY_PREFIX = "mnistlab-serve-"
+SWEEP_AFTER_S = 10.0  # a readiness folder younger than this may be one whose server is still taking its lock
 
 
-def _ready_folder() -> str:
-    """A new readiness folder for the worker processes, named by this process's pid; first, the folders
-    left by servers that were killed (SIGKILL skips the cleanup) are removed: ours, whose pid is gone."""
+def _ready_folder() -> tuple[str, int | None]:
+    """A new readiness folder for the worker processes, and the descriptor of the lock this server holds
+    on it while it runs (None where the OS has no flock).
+
+    First, the folders left by servers that were killed (SIGKILL skips the cleanup) are removed: ours,
+    older than SWEEP_AFTER_S, whose lock nobody holds. A lock, unlike a pid, also tells a live server in
+    another pid namespace that shares the temp folder, and does not mind a pid that was reused.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS: no sweep, and the folder still works
+        return tempfile.mkdtemp(prefix=READY_PREFIX), None
     tmp = tempfile.gettempdir()
     try:
         names = [n for n in os.listdir(tmp) if n.startswith(READY_PREFIX)]
     except OSError:
         names = []
     for name in names:
-        pid = name[len(READY_PREFIX):].split("-", 1)[0]
         path = os.path.join(tmp, name)
         try:
-            if not pid.isdigit() or os.stat(path).st_uid != os.getuid():
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or time.time() - info.st_mtime < SWEEP_AFTER_S:
                 continue
-            os.kill(int(pid), 0)  # raises ProcessLookupError when that server is gone
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (OSError, OverflowError):  # alive under another user (PermissionError), unreadable: leave it
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
             continue
-    return tempfile.mkdtemp(prefix=f"{READY_PREFIX}{os.getpid()}-")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: its server is gone
+        except OSError:
+            continue  # held: that server is running
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+    folder = tempfile.mkdtemp(prefix=READY_PREFIX)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process closes it or dies
+    return folder, fd
 
 
 def _announce_when_ready(ready: str, workers: int, line: str, timeout: float = 120.0) -> None:
@@ -156,10 +174,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                    concurrency=args.concurrency, cors_origins=list(args.cors), tta=args.tta)
     app = create_app(**options)  # here too with --workers: a bad run fails once, before any process starts
     card = app.state.service.card
-    note = getattr(app.state.service.predictor, "assumptions", lambda: None)()  # an .onnx file from elsewhere
-    if note:
-        warn(note)
-    from mnistlab.serve.workers import balanced_sockets_supported, serve_processes
+    if app.state.service.predictor.assumptions():  # an .onnx file from elsewhere
+        warn(app.state.service.predictor.assumptions())
+    from mnistlab.serve.workers import balanced_sockets_supported, run_server, serve_processes
 
     balanced = args.workers > 1 and balanced_sockets_supported()
     sock = _listen(args.host, args.port, balanced)
@@ -178,12 +195,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
                     limit_concurrency=MAX_CONNECTIONS, proxy_headers=False)
     cleanup: list = []
-    # A Ctrl-C before uvicorn's loop starts leaves its serve() coroutine unstarted, and Python would
-    # print a RuntimeWarning about it on the way out; the server was stopped as asked, nothing to say.
-    warnings.filterwarnings("ignore", message="coroutine .*serve.* was never awaited", category=RuntimeWarning)
     try:
         if args.workers == 1:
-            uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
+            run_server(uvicorn.Server(uvicorn.Config(app, **settings)), [sock])
         else:
             from uvicorn.supervisors import Multiprocess
 
@@ -191,8 +205,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             del app  # each process builds its own (uvicorn spawns them; an app does not pickle)
             os.environ[OPTIONS_ENV] = json.dumps({**options, "threads": args.threads})
-            ready = _ready_folder()
+            ready, lock = _ready_folder()
             cleanup.append(lambda: shutil.rmtree(ready, ignore_errors=True))
+            if lock is not None:
+                cleanup.insert(0, lambda: os.close(lock))
             os.environ[READY_ENV] = ready
             threading.Thread(target=_announce_when_ready, args=(ready, args.workers, announce), daemon=True).start()
             if balanced:  # a listening socket per process: the kernel spreads the connections across them
@@ -201,7 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, workers=args.workers, **settings)
                 Multiprocess(config, sockets=[sock]).run()  # restarts a process that dies; Ctrl-C stops them all
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after shutting down cleanly
-        pass
+        pass  # (the supervisors'; run_server ends a single process's quietly itself)
     finally:
         sock.close()
         for undo in cleanup:

@@ -34,6 +34,11 @@ class ImagePredictor:
         """uint8 images (N, H, W[, C]) -> float32 class probabilities (N, K)."""
         raise NotImplementedError
 
+    def assumptions(self) -> str | None:
+        """One line saying what this model's file lacked and what is assumed in its place (a command
+        prints it as a warning); None when nothing is assumed, as for every mnistlab checkpoint."""
+        return None
+
     def prepare(self, sources: Sequence) -> np.ndarray:
         """Images (paths, bytes, PIL images or arrays) -> uint8 (N, H, W[, C]) prepared like MNIST."""
         c, h, _ = self.in_shape

@@ -115,8 +115,7 @@ class OnnxPredictor(ImagePredictor):
         self.threshold = float(self.metadata.get("threshold", 0.5))
 
     def assumptions(self) -> str | None:
-        """For a file without (all of) mnistlab's metadata, one line saying what is missing and what is
-        assumed in its place (the CLI prints it as a warning); None for an mnistlab export."""
+        """For a file without (all of) mnistlab's metadata: what is missing and what is assumed instead."""
         if not self.missing:
             return None
         c, h, w = self.in_shape

@@ -19,9 +19,19 @@ def _flat_features(features: nn.Module, in_shape: tuple[int, int, int]) -> int:
     return size
 
 
-# Values from which MaxPool2d's pairwise inference pays: for one image the six operations cost more
-# than ATen's one (fastcnn: 154 against 132 us a forward), for 5 images the same, for 50 half (measured).
+# Values from which MaxPool2d's pairwise inference pays, measured on fastcnn (lenet's and cnn's maps
+# are alike in size): for one image the six operations cost more than ATen's one (154 against 132 us
+# a forward), for 5 images the same, for 50 half.
 PAIRWISE_FROM = 16_384
+
+
+def _pairwise_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(x, 2)'s values (NaN included; a zero's sign may differ, ATen keeping the first of
+    equal values) by two pairwise maximums of strided views."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # floor mode: an odd last row or column is dropped
+    x = x[..., :h, :w]
+    rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+    return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -29,22 +39,22 @@ class MaxPool2d(nn.MaxPool2d):
     (the same class name, so that printed models read as before).
 
     ATen's CPU max-pool always computes the indices that a backward pass would need: in a test
-    evaluation of fastcnn it took a third of the time, and two pairwise `torch.maximum`s of strided
-    views give the very same values (NaN included) 3-6x faster (BENCHMARKS.md). Training, gradients
-    asked for in eval mode (saliency maps), other devices and ONNX export keep nn.MaxPool2d's forward.
+    evaluation of fastcnn it took a third of the time, and `_pairwise_max_pool` gives the same values
+    3-6x faster (BENCHMARKS.md). Training, gradients asked for in eval mode (saliency maps), small
+    inputs, other devices, ONNX export and TorchScript keep nn.MaxPool2d's computation.
     """
 
     def __init__(self) -> None:
         super().__init__(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.dim() != 4 or min(x.shape[-2:]) < 2 or x.numel() < PAIRWISE_FROM \
-                or x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
-            return super().forward(x)  # (and a map under 2x2 gets torch's error)
-        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # floor mode: an odd last row or column is dropped
-        x = x[..., :h, :w]
-        rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
-        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+        # TorchScript compiles only F.max_pool2d: it skips a `not is_scripting()` branch.
+        if not torch.jit.is_scripting():
+            if not (torch.is_grad_enabled() or x.dim() != 4 or min(x.shape[-2:]) < 2 or x.numel() < PAIRWISE_FROM
+                    or x.device.type != "cpu" or torch.jit.is_tracing()):  # (a map under 2x2: torch's error)
+                return _pairwise_max_pool(x)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode,
+                            return_indices=self.return_indices)
 
 
 class LeNet(nn.Module):

@@ -21,12 +21,26 @@ import signal
 import socket
 import sys
 import threading
+import warnings
 from typing import Any
 
 from mnistlab.errors import MnistlabError
 
 STARTUP_FAILURE = 3  # uvicorn's exit status for a process that could not start serving
 STOP_SECONDS = 5.0  # how long stopped processes get to finish their requests before they are killed
+
+
+def run_server(server: Any, sockets: list[socket.socket]) -> None:
+    """`server.run(sockets=...)` (a uvicorn Server) until it stops; the Ctrl-C that stopped it (uvicorn
+    re-raises it after shutting down) ends it quietly. A Ctrl-C that lands before the event loop starts
+    leaves the `Server.serve` coroutine unstarted, and Python would print a RuntimeWarning about it
+    when it is collected, at the end of the except clause here: the server stopped as asked."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"coroutine 'Server\.serve' was never awaited", category=RuntimeWarning)
+        try:
+            server.run(sockets=sockets)
+        except KeyboardInterrupt:
+            pass
 
 
 def balanced_sockets_supported() -> bool:
@@ -89,7 +103,7 @@ def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, prot
         _write_failure(ready, str(e) if isinstance(e, MnistlabError) else f"{type(e).__name__}: {e}")
         os._exit(STARTUP_FAILURE)
     sock = shared_port_socket(address, family, kind, proto, listen=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    run_server(uvicorn.Server(config), [sock])
 
 
 def _write_failure(ready: str, message: str) -> None:
