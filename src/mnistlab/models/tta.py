@@ -95,18 +95,17 @@ class TTAModel(nn.Module):
         self._views = _StackedViews(views, mirror)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            return torch.stack([self.model(v).float() for v in tta_views(x, self.mirror, self.views)]).mean(0)
-        views = self._views
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        if views.views * x.shape[0] > SMALL_BATCH:  # large batches: one pass per view is faster (measured)
-            return torch.stack([self.model(v.contiguous(memory_format=fmt)).float()
-                                for v in tta_views(x, self.mirror, self.views)]).mean(0)
-        # Small batches, such as `serve`'s single images: one call over all views instead of 5, since
-        # torch's per-call overhead dominates there (in eval mode each image is computed alone).
-        logits = self.model(views.stacked(x).contiguous(memory_format=fmt)).float()
-        return logits.view(x.shape[0], views.views, *logits.shape[1:]).mean(1)
+        stacker = self._views
+        if x.dim() == 4 and stacker.views * x.shape[0] <= SMALL_BATCH:
+            # Small batches, such as `serve`'s single images: one call over all views instead of 5, since
+            # torch's per-call overhead dominates there (in eval mode each image is computed alone).
+            logits = self.model(stacker.stacked(x).contiguous(memory_format=fmt)).float()
+            return logits.view(x.shape[0], stacker.views, *logits.shape[1:]).mean(1)
+        # Large batches: one pass per view is faster (measured).
+        return torch.stack([self.model(v.contiguous(memory_format=fmt)).float()
+                            for v in tta_views(x, self.mirror, self.views)]).mean(0)
 
     def extra_repr(self) -> str:
         return f"views={self.views}, mirror={self.mirror}"
