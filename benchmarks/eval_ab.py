@@ -1,10 +1,10 @@
 """The test evaluation of one run, this tree against another (say the commit before a change), interleaved.
 
     git archive COMMIT src | tar -x -C /tmp/old
-    python benchmarks/eval_ab.py RUN /tmp/old/src [--rounds 6] [--views 3]
+    python benchmarks/eval_ab.py /tmp/old/src RUN [--rounds 6] [--views 3]
 
-"This tree" is the mnistlab the interpreter imports (an editable install of this checkout); the other
-is put first on PYTHONPATH. Each round runs one fresh process per tree, alternately, so that load on the machine hits both alike.
+As benchmarks/latency_ab.py: each tree's src/ is put on PYTHONPATH, and each round runs one fresh
+process per tree, alternately, so that load on the machine hits both alike.
 A process loads RUN's checkpoint and the test set as `mnistlab evaluate` does (channels_last, the
 run's normalisation), evaluates once to warm up, then times 5 test evaluations with `--views`
 test-time augmentation views (`training.trainer.evaluate`) and prints their median and the accuracy.
@@ -18,6 +18,9 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import statistics, sys, torch
@@ -42,16 +45,17 @@ print(statistics.median(r.seconds for r in times), times[-1].acc)
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", help="a run folder or checkpoint of an image model")
     ap.add_argument("old_src", help="the other tree's src/ folder")
+    ap.add_argument("run", help="a run folder or checkpoint of an image model")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--views", type=int, default=3, choices=(3, 5))
     args = ap.parse_args()
-    results: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    trees = {"old": os.path.abspath(args.old_src), "new": str(ROOT / "src")}
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
     for _ in range(args.rounds):
-        for tree, env in (("old", {"PYTHONPATH": args.old_src}), ("new", {})):
+        for tree, src in trees.items():
             proc = subprocess.run([sys.executable, "-c", CHILD, args.run, str(args.views)], capture_output=True,
-                                  text=True, env={**os.environ, **env})
+                                  text=True, env=dict(os.environ, PYTHONPATH=src))
             if proc.returncode != 0:
                 print(f"{tree}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
                 return 1
