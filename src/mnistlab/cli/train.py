@@ -267,6 +267,12 @@ def launch_torchrun(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a run: the first line, a progress bar and one row per epoch, then the test result."""
     args.started = time.monotonic()  # for $MNISTLAB_PHASES: before torch is imported
+    if getattr(args, "tensorboard", None) is not None:  # before torchrun starts, any data loads or a run folder
+        from mnistlab.reporting.tensorboard import check_log_root, require_tensorboard
+
+        require_tensorboard()
+        if args.tensorboard:
+            check_log_root(args.tensorboard)
     if getattr(args, "nproc", None) not in (None, 1):
         return launch_torchrun(args)
     from mnistlab.reporting import parallel
@@ -302,6 +308,7 @@ def _train(args: argparse.Namespace) -> int:
 
     imported = time.monotonic()
 
+    tensorboard = getattr(args, "tensorboard", None)
     if args.resume:
         changes = resume_changes(args)
         session = TrainSession.resume(args.resume, device=changes.get("device"), threads=changes.get("threads"))
@@ -309,6 +316,11 @@ def _train(args: argparse.Namespace) -> int:
             session.cfg.figures = changes["figures"]
     else:
         cfg = config_from_args(args)
+        if tensorboard is not None and cfg.engine == "numpy":
+            raise ConfigError("--tensorboard logs torch training; --engine numpy has no TensorBoard log")
+        if tensorboard == "" and not cfg.save_run:
+            raise ConfigError("--tensorboard without a DIR logs into the run folder's tb/, and --no-save-run writes "
+                              "no run folder: give a DIR, e.g. --tensorboard tb")
         if cfg.engine == "numpy":
             if env_world() > 1:
                 raise ConfigError("--engine numpy trains in one process; run it without torchrun or --nproc")
@@ -320,8 +332,11 @@ def _train(args: argparse.Namespace) -> int:
     cfg = session.cfg
     data = session.data
     dist = current()
-    if not dist.is_main:  # rank 0 alone prints, shows the progress bar and writes the run
+    if not dist.is_main:  # rank 0 alone prints, shows the progress bar and writes the run (and its TensorBoard log)
         args.quiet = True
+    log_dir = session.tensorboard_dir(tensorboard or None) if tensorboard is not None and dist.is_main else None
+    if args.resume and tensorboard is None and dist.is_main and (session.run.path / "tb").is_dir():
+        warn(f"{session.run.path / 'tb'} holds this run's TensorBoard log; add --tensorboard to go on logging to it")
     progress = not args.quiet
     bar = None
 
@@ -357,6 +372,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         out(describe_run(session, resumed=bool(args.resume)))
+        if log_dir is not None:
+            view = tensorboard or session.run.path.parent  # the folder of many runs: TensorBoard compares them
+            out(f"TensorBoard log {log_dir}  (view: tensorboard --logdir {view})")
         if dist.active:
             shares = f"{cfg.batch_size // dist.world}" + ("" if cfg.batch_size % dist.world == 0 else f"-{cfg.batch_size // dist.world + 1}")
             out(f"data-parallel: {dist.world} processes ({'nccl' if dist.comm_device.type == 'cuda' else 'gloo'}), "
@@ -378,7 +396,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         with _StopFlag() as stop:
             history = session.fit(on_epoch_start=on_epoch_start, on_step=on_step, on_epoch_end=on_epoch_end, should_stop=stop,
-                                  on_test=on_test)
+                                  on_test=on_test, tensorboard=log_dir)
     except TrainingDiverged as e:
         if bar is not None:
             bar.close()
@@ -446,5 +464,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="data-parallel training in N processes on this machine (runs this command under torchrun)")
+    p.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                   help="also write a TensorBoard log (the tensorboard extra): train loss, accuracy and lr at every "
+                        "--log-every step, train/val per epoch, then the test result with the options as hparams, "
+                        "the confusion matrix and the most confident mistakes. Without DIR: the run folder's tb/; "
+                        "with DIR: DIR/<run name> (so tensorboard --logdir DIR compares runs). With --resume it "
+                        "appends (the steps after the checkpoint are replaced)")
     add_config_options(p)
     p.set_defaults(func=cmd_train)

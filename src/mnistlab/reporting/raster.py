@@ -83,11 +83,15 @@ def star(x: float, y: float, r: float) -> list[tuple[float, float]]:
              y - (r if k % 2 == 0 else r / 2.5) * math.cos(k * math.pi / 5)) for k in range(10)]
 
 
-def save_png(image: Image.Image, path: str | os.PathLike | None) -> Path | None:
-    """Encode `image` as PNG and write it atomically to `path` (None: encode only, as a warm-up)."""
+def save_png(image: Image.Image, path: str | os.PathLike | io.BytesIO | None) -> Path | None:
+    """Encode `image` as PNG and write it atomically to `path` (None: encode only, as a warm-up;
+    a BytesIO: the PNG goes into it, for a TensorBoard image)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     if path is None:
+        return None
+    if isinstance(path, io.BytesIO):
+        path.write(buf.getvalue())
         return None
     path = Path(path)
     atomic_write_bytes(path, buf.getvalue())

@@ -40,15 +40,33 @@ def _taken(path: Path) -> ConfigError:
 # What a run writes before its first checkpoint. A folder holding nothing else is a failed start:
 # reusing or removing it loses no checkpoint and nothing that mnistlab did not write.
 EARLY_FILES = frozenset({"config.json", "metrics.jsonl"})
+# `train --tensorboard`'s log in the run folder: early too while it holds only event files.
+TB_FOLDER = "tb"
+
+
+def _event_files(folder: Path) -> list[Path] | None:
+    """The plain TensorBoard event files that are all `folder` holds; None if it holds anything else."""
+    from mnistlab.reporting.tensorboard import EVENT_PREFIX
+
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    ok = all(e.name.startswith(EVENT_PREFIX) and e.is_file() and not e.is_symlink() for e in entries)
+    return entries if ok else None
 
 
 def is_failed_start(path: Path, early_files: frozenset[str] = EARLY_FILES) -> bool:
-    """True for an existing folder whose entries are only plain files named in `early_files` (or none)."""
+    """True for an existing folder whose entries are only plain files named in `early_files` (or none),
+    and a tb/ folder of TensorBoard event files."""
     try:
         entries = list(path.iterdir())
     except OSError:  # absent, not a folder, unreadable: not ours to reuse
         return False
-    return all(e.name in early_files and e.is_file() and not e.is_symlink() for e in entries)
+    return all((e.name in early_files and e.is_file() and not e.is_symlink())
+               or (e.name == TB_FOLDER and _event_files(e) is not None) for e in entries)
 
 
 def lock_folder(path: Path) -> int | None:
@@ -100,6 +118,11 @@ def remove_failed_start(path: Path, remove_folder: bool, keep_records: bool = Fa
     for name in early_files:
         with contextlib.suppress(FileNotFoundError):
             (path / name).unlink()
+    for event_file in _event_files(path / TB_FOLDER) or []:  # the log of the steps those records were
+        with contextlib.suppress(FileNotFoundError):
+            event_file.unlink()
+    with contextlib.suppress(OSError):
+        (path / TB_FOLDER).rmdir()
     if remove_folder:
         with contextlib.suppress(OSError):
             path.rmdir()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -19,9 +19,12 @@ from mnistlab.cpus import usable_cpus
 from mnistlab.data.loader import DataBundle, load_dataset
 from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, list_models, model_options, models_using
-from mnistlab.runs.rundir import RunDir, check_resumable, restore_trainer, save_trainer
+from mnistlab.runs.rundir import TB_FOLDER, RunDir, check_resumable, default_run_name, restore_trainer, save_trainer
 from mnistlab.training.distributed import Dist, init_from_env
 from mnistlab.training.trainer import History, Hooks, Trainer, TrainingInterrupted, resolve_device
+
+if TYPE_CHECKING:
+    from mnistlab.reporting.tensorboard import TensorBoardLog
 
 
 def check_names(cfg: Config, options: bool = True) -> None:
@@ -190,25 +193,63 @@ class TrainSession:
         run.truncate_records(state.step)
         return cls(cfg, data, model, trainer, run)
 
+    def tensorboard_dir(self, root: str | Path | None = None) -> Path:
+        """Where this run's TensorBoard log goes: the run folder's tb/ (`root` None), else root/<run name>.
+
+        A new run never writes into a folder that holds files: root/<name>-2 and so on instead. A
+        resumed run appends to its log (fit() hides the steps after its checkpoint).
+        """
+        from mnistlab.reporting.tensorboard import check_log_root, fresh_log_dir, safe_run_name
+
+        if root is None:
+            if self.run is None:
+                raise ConfigError("--tensorboard without a DIR logs into the run folder's tb/, and this run writes "
+                                  "no run folder (--no-save-run): give a DIR, e.g. --tensorboard tb")
+            return self.run.path / TB_FOLDER
+        path = check_log_root(root) / safe_run_name(self.run.path.name if self.run else default_run_name(self.cfg))
+        return path if self.trainer.state.step else fresh_log_dir(path)
+
     def fit(self, on_epoch_start: Callable | None = None, on_step: Callable | None = None,
             on_epoch_end: Callable | None = None, should_stop: Callable[[], bool] | None = None,
-            on_log: Callable[[dict], None] | None = None, on_test: Callable[[History], None] | None = None) -> History:
+            on_log: Callable[[dict], None] | None = None, on_test: Callable[[History], None] | None = None,
+            tensorboard: str | Path | None = None) -> History:
         """Train to the end, logging to the run directory; then evaluate and draw the figures.
 
         `on_test(history)` is called with the test result before the run's files and figures are
-        written, so that a caller can show the result without waiting for them.
+        written, so that a caller can show the result without waiting for them. `tensorboard`: a
+        folder for this run's TensorBoard log (tensorboard_dir()): the logged steps and epochs, then
+        the test result, the options as hparams, the confusion matrix and the mistakes; the event
+        file is flushed and closed however training ends.
         """
         run = self.run
+        tb = None
+        if tensorboard is not None:
+            from mnistlab.reporting.tensorboard import TensorBoardLog
 
+            step = self.trainer.state.step  # resumed: what an earlier process logged after this step is hidden
+            tb = TensorBoardLog(tensorboard, purge_step=step + 1 if step else None)
+        try:
+            return self._fit(run, tb, on_epoch_start, on_step, on_epoch_end, should_stop, on_log, on_test)
+        finally:
+            if tb is not None:
+                tb.close()
+
+    def _fit(self, run: RunDir | None, tb: "TensorBoardLog | None", on_epoch_start: Callable | None,
+             on_step: Callable | None, on_epoch_end: Callable | None, should_stop: Callable[[], bool] | None,
+             on_log: Callable[[dict], None] | None, on_test: Callable[[History], None] | None) -> History:
         def log_epoch(record: dict) -> None:
             if run:
                 run.log(record)
+            if tb:
+                tb.log_epoch(record)
             if on_epoch_end:
                 on_epoch_end(record)
 
         def log_step(record: dict) -> None:
             if run:
                 run.log(record)
+            if tb:
+                tb.log_step(record)
             if on_log:
                 on_log(record)
 
@@ -225,6 +266,8 @@ class TrainSession:
         except BaseException:
             # A run that fails (diverges, errors, a second Ctrl-C) before its first checkpoint and first record
             # leaves nothing worth keeping: remove it. (Any folder without a checkpoint is reused by the same --name.)
+            if tb:
+                tb.close()  # the steps logged so far, complete, before the folder is judged
             if run:
                 run.remove_if_failed_start()
             raise
@@ -236,9 +279,51 @@ class TrainSession:
             run.log({"kind": "test", "step": self.trainer.state.step, "test_loss": test.loss, "test_acc": test.acc,
                      "train_time_s": history.train_seconds, "test_time_s": history.test_seconds})
             write_artifacts(run, self.cfg, self.data, test.logits)
+            if tb:
+                log_summary(tb, self.cfg, self.data, history)
             run.release()
             self.timings["artifacts"] = time.perf_counter() - start
+        elif tb:
+            log_summary(tb, self.cfg, self.data, history)
         return history
+
+
+# Settings that say where a run is kept or how many threads it used: not hparams of its result.
+NOT_HPARAMS = ("out_dir", "name", "save_run", "figures", "threads", "data_dir")
+
+
+def log_summary(tb: "TensorBoardLog", cfg: Config, data: DataBundle, history: History) -> None:
+    """The end of a run in its TensorBoard log: test loss and accuracy (and the best validation accuracy)
+    as the hparams' metrics beside the options, the confusion matrix and the most confident mistakes."""
+    import io
+
+    from mnistlab.evaluation.metrics import confusion_matrix
+    from mnistlab.training.losses import as_class_logits, class_probabilities
+
+    state, test = history.state, history.test
+    step = state.step if state else 0
+    metrics = {"accuracy/test": test.acc, "loss/test": test.loss}
+    if state and state.best_val_acc >= 0:
+        metrics["accuracy/val_best"] = state.best_val_acc
+    tb.log_hparams({k: v for k, v in cfg.to_dict().items() if k not in NOT_HPARAMS}, metrics, step)
+    y = data.test.y.cpu()
+    if y.dim() != 1 or data.test_images is None:  # multi-hot label sets: no confusion matrix
+        return
+    from mnistlab.reporting.plots import plot_confident_mistakes, plot_confusion_matrix
+
+    logits = as_class_logits(test.logits)
+    probs = class_probabilities(logits, cfg.loss)
+    preds = probs.argmax(1)
+    names = list(data.class_names)
+    for tag, draw in (
+        ("test/confusion_matrix", lambda buf: plot_confusion_matrix(confusion_matrix(preds, y, logits.shape[1]).numpy(),
+                                                                    names, buf)),
+        ("test/mistakes", lambda buf: plot_confident_mistakes(data.test_images, y.numpy(), preds.numpy(),
+                                                              probs.max(1).values.numpy(), buf, class_names=names)),
+    ):
+        buf = io.BytesIO()
+        draw(buf)
+        tb.log_png(tag, buf.getvalue(), step)
 
 
 FIGURE_WORKERS = 2  # processes drawing a run's figures at its end (reporting.parallel; 1: in this process)
