@@ -60,6 +60,10 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to train (default: auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument("--epochs", type=_positive_float, help="train each variant this many epochs (default: the experiment's own)")
+    p.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                   help="also write a TensorBoard log per arm (variant) of the lesson, so that TensorBoard's run "
+                        "selector compares them (the tensorboard extra): DIR/<lesson>/<arm>, or without DIR "
+                        "<out-dir>/tb/<arm> (with all: <out-dir>/tb/<lesson>/<arm>)")
     p.set_defaults(func=cmd_experiment)
 
 
@@ -72,8 +76,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
     out_dir = Path(args.out_dir) if args.out_dir else Path("experiments") / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tensorboard = _tensorboard_dir(args, out_dir)
     opts = Options(out_dir=out_dir, quick=args.quick, seed=args.seed, device=args.device, threads=args.threads,
-                   epochs=args.epochs)
+                   epochs=args.epochs, tensorboard=tensorboard)
     if args.quick:
         print(f"note: {ROUGH_NOTE}", flush=True)
     if args.name == "all":
@@ -90,7 +95,31 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.quick:
         print(f"note: {ROUGH_NOTE}")
     print(f"\nwrote {len(result.files)} files to {out_dir} in {result.seconds:.1f} s: {', '.join(result.files)}", flush=True)
+    if tensorboard is not None:
+        _print_tensorboard(tensorboard)
     return 0
+
+
+def _tensorboard_dir(args: argparse.Namespace, out_dir: Path) -> Path | None:
+    """The folder of this command's TensorBoard runs (checked, not created), or None without --tensorboard."""
+    if args.tensorboard is None:
+        return None
+    from mnistlab.errors import ConfigError
+    from mnistlab.lessons.experiments import get_experiment
+    from mnistlab.reporting.tensorboard import check_log_root, require_tensorboard
+
+    if args.name != "all" and not get_experiment(args.name).trains:
+        raise ConfigError(f"--tensorboard: experiment {args.name} trains no model, so it has nothing to log")
+    require_tensorboard()
+    if not args.tensorboard:
+        return check_log_root(out_dir / "tb")
+    root = check_log_root(args.tensorboard)
+    return root if args.name == "all" else root / args.name
+
+
+def _print_tensorboard(folder: Path) -> None:
+    runs = sorted({p.parent.relative_to(folder).as_posix() for p in folder.rglob("events.out.tfevents.*")})
+    print(f"TensorBoard: {len(runs)} runs in {folder} ({', '.join(runs)}); view: tensorboard --logdir {folder}", flush=True)
 
 
 def _run_all(opts: Options, quick: bool) -> int:
@@ -111,4 +140,6 @@ def _run_all(opts: Options, quick: bool) -> int:
     if quick:
         print(f"note: {ROUGH_NOTE}")
     print(f"wrote {len(results)} lessons to {opts.out_dir} in {total:.1f} s; the page: {opts.out_dir / ALL_PAGE}", flush=True)
+    if opts.tensorboard is not None:
+        _print_tensorboard(opts.tensorboard)
     return 0

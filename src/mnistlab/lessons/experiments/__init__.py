@@ -22,6 +22,8 @@ def run_experiment(name: str, opts: Options) -> Result:
     import torch
 
     experiment = get_experiment(name)
+    if opts.tensorboard is not None and not experiment.trains:
+        raise ConfigError(f"--tensorboard: experiment {name} trains no model, so it has nothing to log")
     try:
         Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -54,7 +56,10 @@ def run_all(opts: Options, names: list[str] | None = None, on_done: Any = None) 
     names = names or list_experiments()
     results = []
     for name in names:
-        result = run_experiment(name, dataclasses.replace(opts, out_dir=Path(opts.out_dir) / name))
+        # With --tensorboard, each lesson's arms are runs under <tensorboard>/<lesson>/ (a lesson that
+        # trains nothing has none).
+        tensorboard = Path(opts.tensorboard) / name if opts.tensorboard and get_experiment(name).trains else None
+        result = run_experiment(name, dataclasses.replace(opts, out_dir=Path(opts.out_dir) / name, tensorboard=tensorboard))
         results.append(result)
         if on_done is not None:
             on_done(result)

@@ -35,7 +35,7 @@ def run(opts: Options) -> Result:
     for name in NAMES:
         slope = {"negative_slope": LEAKY_SLOPE} if name == "leaky_relu" else {}
         cfg = make_config(opts, model="mlp", hidden=list(HIDDEN), activation=name, epochs=epochs, **slope)
-        trained = train(cfg, data)
+        trained = train(cfg, data, tensorboard=opts.arm_log(name))
         _, grad = activation_and_derivative(name, xs)
         last = trained.epochs[-1]
         rows.append({

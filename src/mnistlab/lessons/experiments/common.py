@@ -48,12 +48,22 @@ class Options:
     device: str = "auto"
     threads: int | None = None  # CPU threads (None: torch's choice)
     epochs: float | None = None  # override the experiment's own number of epochs
+    tensorboard: Path | None = None  # a folder for this lesson's TensorBoard logs, one run per arm (None: none)
 
     def epochs_for(self, default: float, quick: float) -> float:
         """The epochs to train: --epochs when given, else the quick or the default count."""
         if self.epochs is not None:
             return self.epochs
         return quick if self.quick else default
+
+    def arm_log(self, arm: str) -> Path | None:
+        """The TensorBoard log folder of the arm (variant) called `arm`: <tensorboard>/<arm>, or
+        <arm>-2, ... if that one holds a log already; None without --tensorboard."""
+        if self.tensorboard is None:
+            return None
+        from mnistlab.reporting.tensorboard import fresh_log_dir, safe_run_name
+
+        return fresh_log_dir(Path(self.tensorboard) / safe_run_name(arm))
 
 
 @dataclass
@@ -149,11 +159,12 @@ class Trained:
         return as_class_logits(self.history.test.logits).argmax(1)
 
 
-def train(cfg: Config, data: DataBundle, prepare: Any = None) -> Trained:
+def train(cfg: Config, data: DataBundle, prepare: Any = None, tensorboard: Path | None = None) -> Trained:
     """Train `cfg` on `data` (no run directory), recording every logged step and epoch.
 
     Args:
         prepare: optional `prepare(model)` called before training (e.g. a deliberately poor init).
+        tensorboard: the arm's TensorBoard log folder (Options.arm_log), or None.
     """
     from mnistlab.runs.session import TrainSession
 
@@ -162,7 +173,7 @@ def train(cfg: Config, data: DataBundle, prepare: Any = None) -> Trained:
         prepare(session.model)
     steps: list[dict] = []
     epochs: list[dict] = []
-    history = session.fit(on_log=steps.append, on_epoch_end=epochs.append)
+    history = session.fit(on_log=steps.append, on_epoch_end=epochs.append, tensorboard=tensorboard)
     return Trained(cfg, session.model, history, steps, epochs, session)
 
 

@@ -154,7 +154,7 @@ def run(opts: Options) -> Result:
     epochs = opts.epochs_for(default=float(LENET_EPOCHS), quick=3.0)
     cfg = make_config(opts, model="lenet", epochs=epochs)
     data = load(opts, cfg)
-    trained = train(cfg, data)
+    trained = train(cfg, data, tensorboard=opts.arm_log("lenet"))
     digit, label = data.test.x[:1], int(data.test.y[0])
     conv1, conv2 = conv_outputs(trained.model, digit)
     convs = [m for m in trained.model.modules() if isinstance(m, nn.Conv2d)]

@@ -90,7 +90,7 @@ def run(opts: Options) -> Result:
         def before(model: nn.Module, captured: dict = captured) -> None:
             captured["init"] = layer_grad_norms(model, x, y)
 
-        run_: Trained = train(cfg, data, prepare=before)
+        run_: Trained = train(cfg, data, prepare=before, tensorboard=opts.arm_log(name))
         grads_init[name] = captured["init"]
         grads_end[name] = layer_grad_norms(run_.model, x, y)
         share, distinct = predicted_class_share(run_.test_preds)

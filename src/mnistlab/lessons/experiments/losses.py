@@ -66,7 +66,7 @@ def run(opts: Options) -> Result:
             at_init["grad"] = weight_grad_norm(model, x, y, loss)
             at_init["saturated"] = saturated_share(model, x)
 
-        trained = train(cfg, data, prepare=prepare)
+        trained = train(cfg, data, prepare=prepare, tensorboard=opts.arm_log(name))
         rows.append(_row(name, "softmax", loss, "x%g" % POOR_INIT_SCALE if poor else "default", at_init, trained))
         runs[name] = trained
         configs[name] = cfg.to_dict()
@@ -75,7 +75,7 @@ def run(opts: Options) -> Result:
     binary_data = load(opts, binary_cfg)
     at_init = {"grad": weight_grad_norm(_fresh(binary_cfg, binary_data), binary_data.train.x[:SLICE_IMAGES],
                                         binary_data.train.y[:SLICE_IMAGES], "bce"), "saturated": None}
-    trained = train(binary_cfg, binary_data)
+    trained = train(binary_cfg, binary_data, tensorboard=opts.arm_log("logistic regression, bce"))
     rows.append(_row(f"logistic regression {BINARY_CLASSES[0]} vs {BINARY_CLASSES[1]}, bce", "logistic", "bce",
                      "default", at_init, trained))
     configs["logistic, bce"] = binary_cfg.to_dict()

@@ -51,7 +51,7 @@ def run(opts: Options) -> Result:
     rows, oracle_rows, sets, configs = [], [], {}, {}
     for loss in ("bce", "ce"):
         cfg = _config(opts, loss, epochs)
-        trained = train(cfg, data)
+        trained = train(cfg, data, tensorboard=opts.arm_log(loss))
         probs = class_probabilities(trained.history.test.logits, loss)
         decided = probs >= THRESHOLD
         rows.append(_row(loss, f"p >= {THRESHOLD:g}", decided, y, trained.history.train_seconds))

@@ -40,7 +40,7 @@ def run(opts: Options) -> Result:
 
     for name, loss in (("softmax regression (ce)", "ce"), ("one-vs-all, joint (bce, one sigmoid per class)", "bce")):
         cfg = make_config(opts, model="softmax", loss=loss, epochs=epochs)
-        trained = train(cfg, data)
+        trained = train(cfg, data, tensorboard=opts.arm_log(name))
         logits = trained.history.test.logits
         probs = torch.softmax(logits, 1) if loss == "ce" else torch.sigmoid(logits)
         rows.append(_row(name, 1, loss, probs, y, trained.history.train_seconds))
@@ -50,7 +50,7 @@ def run(opts: Options) -> Result:
     scores, seconds = [], 0.0
     for c in range(k):
         cfg = make_config(opts, model="logistic", positive=c, epochs=epochs)
-        trained = train(cfg, one_vs_rest(data, c))
+        trained = train(cfg, one_vs_rest(data, c), tensorboard=opts.arm_log(f"logistic, {c} vs rest"))
         scores.append(torch.sigmoid(trained.history.test.logits[:, 0]))  # (N,) P(image is a c)
         seconds += trained.history.train_seconds
         configs[f"logistic --positive {c}"] = cfg.to_dict()

@@ -46,7 +46,7 @@ def run(opts: Options) -> Result:
                           **fields)
         if num_images not in data:  # the validation images are the same for every training-set size
             data[num_images] = load(opts, cfg)
-        trained = train(cfg, data[num_images])
+        trained = train(cfg, data[num_images], tensorboard=opts.arm_log(name))
         tail = [r for r in trained.epochs if r["step"] > 0.9 * steps] or trained.epochs[-1:]
         train_acc = sum(r["train_acc"] for r in tail) / len(tail)
         val_acc = sum(r["val_acc"] for r in tail) / len(tail)

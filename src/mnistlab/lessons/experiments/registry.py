@@ -16,18 +16,23 @@ class Experiment:
     name: str
     description: str
     run: Callable[[Options], Result]
+    trains: bool = True  # trains models (through common.train), so --tensorboard has arms to log
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def register_experiment(name: str, description: str) -> Callable:
-    """Register `run(opts) -> Result` under `name` (a duplicate name is a programming error)."""
+def register_experiment(name: str, description: str, trains: bool = True) -> Callable:
+    """Register `run(opts) -> Result` under `name` (a duplicate name is a programming error).
+
+    Args:
+        trains: False for a lesson that trains nothing (worked examples): --tensorboard is refused for it.
+    """
 
     def decorator(run: Callable[[Options], Result]) -> Callable[[Options], Result]:
         if name in _EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is already registered")
-        _EXPERIMENTS[name] = Experiment(name, description, run)
+        _EXPERIMENTS[name] = Experiment(name, description, run, trains)
         return run
 
     return decorator

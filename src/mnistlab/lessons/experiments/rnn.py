@@ -32,7 +32,7 @@ def run(opts: Options) -> Result:
         cfg = make_config(opts, model=cell, hidden_size=HIDDEN_SIZE, optimizer="adam", lr=1e-3, epochs=epochs,
                           batch_size=LECTURE_BATCH)
         data = data or load(opts, cfg)
-        trained = train(cfg, data)
+        trained = train(cfg, data, tensorboard=opts.arm_log(cell))
         last = trained.epochs[-1]
         rows.append({
             "model": cell.upper(), "params": count_parameters(trained.model), "epochs": epochs,

@@ -72,7 +72,7 @@ def run(opts: Options) -> Result:
     epochs = opts.epochs_for(default=1.0, quick=1.0)
     cfg = make_config(opts, model="lenet", epochs=epochs)
     data = load(opts, cfg)
-    trained = train(cfg, data)
+    trained = train(cfg, data, tensorboard=opts.arm_log("lenet"))
     figures = [_plot_feature_maps(trained.model, data.test.x[:1], int(data.test.y[0]),
                                   opts.out_dir / "shapes_feature_maps.png").name]
     notes = [

@@ -84,7 +84,7 @@ def run(opts: Options) -> Result:
         fields = {**REGRESSION, "steps": steps}
     cfg = make_config(opts, model="softmax", **fields)
     data = load(opts, cfg)
-    trained = train(cfg, data)
+    trained = train(cfg, data, tensorboard=opts.arm_log("softmax regression"))
     done = trained.epochs[-1]["step"] if trained.epochs else steps
     claims = [lecture_row("softmax regression test accuracy", pct(LECTURE_REGRESSION_ACC, 0), REGRESSION_SETTING,
                           pct(trained.history.test.acc),

@@ -21,7 +21,7 @@ def run(opts: Options) -> Result:
     epochs = opts.epochs_for(default=2.0, quick=2.0)
     cfg = make_config(opts, model="softmax", epochs=epochs)
     data = load(opts, cfg)
-    trained = train(cfg, data)
+    trained = train(cfg, data, tensorboard=opts.arm_log("softmax regression"))
     weights = trained.model.linear.weight.detach().cpu()  # (K, C*H*W)
     side = data.in_shape[1:]
     x, y = data.train.x.cpu().flatten(1), data.train.y.cpu()  # (N, C, H, W) -> (N, C*H*W)

@@ -75,7 +75,8 @@ def house_table() -> dict:
     return score_predictions(EXAMPLES_DIR / name, target, EXAMPLE_PREDICTIONS["lecture"])
 
 
-@register_experiment("worked", "the lectures' worked examples: cross entropy, BCE, 2-class softmax, LeakyReLU, house prices")
+@register_experiment("worked", "the lectures' worked examples: cross entropy, BCE, 2-class softmax, LeakyReLU, house prices",
+                     trains=False)
 def run(opts: Options) -> Result:
     """Compute each worked example and set it beside the lecture's figure."""
     ce = cross_entropy_example()
