@@ -119,7 +119,7 @@ def _tensorboard_dir(args: argparse.Namespace, out_dir: Path) -> Path | None:
 
 def _print_tensorboard(folder: Path) -> None:
     runs = sorted({p.parent.relative_to(folder).as_posix() for p in folder.rglob("events.out.tfevents.*")})
-    print(f"TensorBoard: {len(runs)} runs in {folder} ({', '.join(runs)}); view: tensorboard --logdir {folder}", flush=True)
+    print(f"TensorBoard: {len(runs)} run{'s' * (len(runs) != 1)} in {folder}; view: tensorboard --logdir {folder}", flush=True)
 
 
 def _run_all(opts: Options, quick: bool) -> int:

@@ -305,7 +305,11 @@ def log_summary(tb: "TensorBoardLog", cfg: Config, data: DataBundle, history: Hi
     metrics = {"accuracy/test": test.acc, "loss/test": test.loss}
     if state and state.best_val_acc >= 0:
         metrics["accuracy/val_best"] = state.best_val_acc
-    tb.log_hparams({k: v for k, v in cfg.to_dict().items() if k not in NOT_HPARAMS}, metrics, step)
+    hparams = {k: v for k, v in cfg.to_dict().items() if k not in NOT_HPARAMS}
+    # Unset means "the default for this model and optimiser": the value it took, which runs compare on.
+    hparams.update(lr=cfg.peak_lr, label_smoothing=cfg.effective_label_smoothing, tta=cfg.effective_tta,
+                   total_steps=history.state.step if history.state else None)
+    tb.log_hparams(hparams, metrics, step)
     y = data.test.y.cpu()
     if y.dim() != 1 or data.test_images is None:  # multi-hot label sets: no confusion matrix
         return
