@@ -102,7 +102,8 @@ def test_augmenting_shares_draws_the_global_batch_numbers():
 def twins(tmp_path_factory) -> Path:
     """The same mlp run, 2 epochs, trained by `--nproc 2` (runs/two) and by one process (runs/one)."""
     root = tmp_path_factory.mktemp("ddp")
-    two = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "two", "--nproc", "2", cwd=root)
+    two = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "two", "--nproc", "2", "--tensorboard",
+                   cwd=root)
     assert two.returncode == 0, two.stderr[-3000:]
     one = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "one", cwd=root)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -137,6 +138,13 @@ def test_distributed_metrics_equal_single_process_ones(twins):
 
 def test_only_rank_0_writes_and_prints(twins):
     assert sorted(p.name for p in (twins / "runs").iterdir()) == ["one", "two"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (log,) = (twins / "runs" / "two" / "tb").iterdir()  # one event file: rank 0's
+    events = EventAccumulator(str(log.parent))
+    events.Reload()
+    val = [(e.step, e.value) for e in events.Scalars("accuracy/val")]
+    assert val == [(r["step"], pytest.approx(r["val_acc"])) for r in records(twins / "runs" / "two", "epoch")]
     out = (twins / "two.out").read_text()
     assert out.count("Test set:") == 1 and out.count("epoch   1/2") == 1
     assert "data-parallel: 2 processes (gloo), global batch 101 (50-51 images per rank)" in out
