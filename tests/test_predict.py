@@ -55,7 +55,7 @@ def test_blank_images_say_no_digit_and_exit_1(run, pictures, capsys):
     assert captured.out.splitlines() == [f"{f}: no digit found (blank image)" for f in files]
     assert _one_line_error(captured.err) == "mnistlab: error: no digit found in any of the 4 images (all blank)"
     assert main(["predict", str(run), files[0]]) == 1
-    assert capsys.readouterr().err.strip() == "mnistlab: error: no digit found (the image is blank)"
+    assert capsys.readouterr().err.strip() == f"mnistlab: error: {files[0]}: no digit found (the image is blank)"
 
 
 def test_json_marks_blanks_and_gives_them_no_class(run, pictures, capsys):
