@@ -70,7 +70,7 @@ def _predict_csv(args: argparse.Namespace, predictor) -> int:
     from mnistlab.fileio import atomic_write_text
 
     rows = read_pixel_rows(args.csv)  # a label column, if present, is ignored
-    x = fit_to_model(rows.x, predictor.in_shape, args.csv)
+    x = fit_to_model(rows.x, predictor.in_shape, args.csv, model=args.run)
     num_bad = int(rows.bad.sum())
     if num_bad:
         if not args.skip_bad or num_bad == len(x):

@@ -560,12 +560,16 @@ def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size:
                    notes=notes)
 
 
-def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str | os.PathLike) -> np.ndarray:
-    """Grey pixel rows (N, S, S) -> the model's input layout (N, H, W[, 3]); DataError if the size differs."""
+def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str | os.PathLike,
+                 model: str | os.PathLike = "the model") -> np.ndarray:
+    """Grey pixel rows (N, S, S) -> the model's input layout (N, H, W[, 3]); DataError if the size differs.
+
+    `model`: what to call the model in that error (its run folder or file).
+    """
     c, h, w = in_shape
     if images.shape[1:3] != (h, w):
         raise DataError(f"{source}: rows are {images.shape[1]}x{images.shape[2]} images "
-                        f"but the model takes {h}x{w}")
+                        f"but {model} takes {h}x{w}")
     return np.repeat(images[..., None], 3, axis=3) if c == 3 else images  # (N,H,W) -> (N,H,W,3)
 
 
