@@ -23,6 +23,10 @@ them unchanged.
   re-centred or resized). PATH is a file (split by `test_size`) or a folder with `train.csv` and
   `test.csv`; a `test.csv` without the label column (the "Digit Recognizer" layout) is for
   `predict --csv`, so then the test set is split from `train.csv`.
+- Bad rows (wrong number of values, not an integer, outside 0..255, NaN): `read_pixel_csv` (training,
+  evaluation) refuses the file with one line naming the first bad row and counting the others;
+  `read_pixel_rows` (`predict --csv`) reads every other row and marks the bad ones. Rows are the data
+  rows numbered from 1 after the header, blank lines not counted (a submission's ImageId).
 """
 
 from __future__ import annotations
