@@ -47,11 +47,13 @@ def trial_line(row: dict[str, Any]) -> str:
 
 
 def trial_table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
-    """The study's trials as a fixed-width table: number, state, val acc, then each parameter."""
-    cells = [["trial", "state", "val acc", *names]]
+    """The study's trials as a fixed-width table: number, state, val acc, each parameter, and a note if any has one."""
+    notes = any(r.get("error") for r in rows)  # a last column says why a trial failed, or what it re-ran
+    cells = [["trial", "state", "val acc", *names, *(["note"] if notes else [])]]
     for r in rows:
         cells.append([str(r["number"]), r["state"].lower(), _acc(r["val_acc"]).strip(),
-                      *(_value(r["params"][n]) if n in r["params"] else "-" for n in names)])
+                      *(_value(r["params"][n]) if n in r["params"] else "-" for n in names),
+                      *([r.get("error") or ""] if notes else [])])
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     return ["  ".join(c.rjust(w) if i in (0, 2) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
             for row in cells]

@@ -376,6 +376,14 @@ def trial_config(spec: SweepSpec, values: dict[str, Any]) -> Config:
     return Config.from_dict({**values, "save_run": False, "figures": True, "name": None, "out_dir": "runs"}, base=spec.base)
 
 
+class _Stop(Exception):
+    """Carries an error that ends the sweep through Optuna (which re-raises what `catch` does not name)."""
+
+    def __init__(self, error: MnistlabError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def run_worker(spec: SweepSpec, worker: int = 0, on_trial: Callable[[dict[str, Any]], None] | None = None,
                poll: float = 0.5) -> None:
     """Take trials of the study until this command's run holds `spec.trials` (one process; several may run at once).
@@ -436,7 +444,12 @@ def run_worker(spec: SweepSpec, worker: int = 0, on_trial: Callable[[dict[str, A
             trial.set_user_attr("error", str(e))
             raise
         trial.set_user_attr("config", cfg.to_dict())
-        session = TrainSession.start(cfg, data=trial_data(cfg))
+        try:
+            data = trial_data(cfg)
+        except MnistlabError as e:  # the fixed settings' data: every trial would fail alike, so the sweep stops
+            trial.set_user_attr("error", str(e))
+            raise _Stop(e) from None
+        session = TrainSession.start(cfg, data=data)
         trainer = session.trainer
         trainer.task = ValidationOnly(trainer)
 
@@ -470,6 +483,8 @@ def run_worker(spec: SweepSpec, worker: int = 0, on_trial: Callable[[dict[str, A
                 current.clear()
                 try:
                     study.optimize(objective, n_trials=1, catch=(TrainingDiverged, ConfigError), callbacks=[callback])
+                except _Stop as stop:
+                    raise stop.error from None
                 except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
                     # Optuna could not record the trial: another worker failed it as stale while it ran here.
                     if not current or not storage.get_trial(current[0]).state.is_finished():
