@@ -168,19 +168,24 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_ends_with_the_trials
 
 
 def test_two_commands_on_one_postgres_study_each_add_their_trials(tmp_path, postgres):
-    """Two machines: the same command twice at once, the password from PGPASSWORD (not on the command line)."""
+    """Two machines: the same command twice at once, the password from PGPASSWORD (not on the command line).
+
+    Three workers (2 + 1) race for trials of a few milliseconds: each command still ends with exactly its 3.
+    """
     url = f"postgresql://{USER}@{postgres['host']}:{postgres['port']}/{DB}"
     cmd = [sys.executable, "-m", "mnistlab", "sweep", "--dataset", "synthetic", "--model", "softmax", "--epochs", "2",
            "--train-size", "400", "--threads", "1", "--trials", "3", "--study", "two", "--storage", url, "--no-retrain"]
-    procs = [subprocess.Popen([*cmd, "--out-dir", str(tmp_path / f"m{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([*cmd, "--out-dir", str(tmp_path / f"m{i}"), "--workers", str(2 - i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=_env(tmp_path, PGPASSWORD=PASSWORD)) for i in range(2)]
     results = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err
     trials = _load("two", url.replace(f"{USER}@", f"{USER}:{PASSWORD}@")).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}  # the median pruner may stop the sixth
     runs = [t.user_attrs["sweep_run"] for t in trials]
-    assert sorted(runs.count(r) for r in set(runs)) == [3, 3]  # each command ran exactly its 3
+    assert sorted(runs.count(r) for r in set(runs)) == [3, 3]  # each command ran exactly its 3, not one more
+    for out, _ in results:
+        assert "3 trials in " in out
     assert sorted(t.number for t in trials) == list(range(6))
 
 

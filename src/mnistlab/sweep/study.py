@@ -140,17 +140,27 @@ def _open_database(storage: str, heartbeat: int, grace: int) -> Any:
     stale = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
              in inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=grace, **{stale: _retry_callback(optuna)})
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                                                      grace_period=grace, **{stale: _retry_callback(optuna)})
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers on several machines started on a new database at once: another one is creating
+                # Optuna's tables right now (a duplicate key, a table that already exists); open it again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ImportError as e:  # another dialect's driver
         raise MnistlabError(f"{where}: the database driver is not installed ({e})") from None
     except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError, ValueError) as e:
         raise ConfigError(f"{where}: not a database URL SQLAlchemy knows ({str(e).splitlines()[0]}); e.g. "
                           "postgresql://USER:PASS@HOST[:PORT]/DB or sqlite:///FILE.db") from None
-    except Exception as e:  # a wrong password, an unknown database, a server that is down or unreachable
+    except sqlalchemy.exc.OperationalError as e:  # a wrong password, an unknown database, a server down or unreachable
         raise MnistlabError(f"{where}: cannot connect: {connect_reason(e)}") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:  # connected, but the database refused Optuna's tables
+        raise MnistlabError(f"{where}: cannot open the study tables: {connect_reason(e)}") from None
 
 
 def _open_journal(storage: str) -> Any:
