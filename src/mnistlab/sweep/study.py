@@ -16,8 +16,8 @@ A worker that dies (SIGKILL, a lost machine) leaves its trial RUNNING. On a data
 beat (Optuna's heartbeat, every --heartbeat seconds): a trial silent for --grace seconds is
 failed by any other worker and re-queued once with the same parameters (Optuna's retry callback),
 and the run still ends with N trials. A journal file has no heartbeat in Optuna, so each trial
-records its process (host, pid, start time) and a worker on the same host fails and re-queues a
-trial whose process is gone, at once.
+records its process (host, pid namespace, pid, start time) and a worker on the same host fails
+and re-queues a trial whose process is gone, at once.
 
 At the end, `best_config` is the best trial's full Config, written as best.json; `retrain` trains it
 again as a normal run (`mnistlab train --config best.json` does the same) and evaluates it once on
@@ -238,8 +238,16 @@ RUN_ATTR = "sweep_run"  # user attr: the id of the `mnistlab sweep` command whos
 
 
 def process_id() -> str:
-    """This process as host:pid:start-time (the start time tells a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid()) or ''}"
+    """This process as host:pid-namespace:pid:start-time (the start time tells a reused pid apart)."""
+    return f"{socket.gethostname()}:{_pid_namespace()}:{os.getpid()}:{_start_time(os.getpid()) or ''}"
+
+
+def _pid_namespace() -> str:
+    """The pid namespace's inode ('' without /proc): containers sharing a host name see other pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        return ""
 
 
 def _start_time(pid: int) -> str | None:
@@ -251,12 +259,15 @@ def _start_time(pid: int) -> str | None:
 
 
 def process_gone(process: str) -> bool:
-    """Whether a process_id() of this host names a process that has ended (or is a zombie); False for other hosts."""
+    """Whether a process_id() of this host names a process that has ended (or is a zombie).
+
+    False where this process cannot tell: another host, or another pid namespace (container).
+    """
     parts = process.split(":")
-    if len(parts) < 3:
+    if len(parts) < 4:
         return False
-    host, pid, start = ":".join(parts[:-2]), parts[-2], parts[-1]
-    if host != socket.gethostname() or not pid.isdigit():
+    host, namespace, pid, start = ":".join(parts[:-3]), parts[-3], parts[-2], parts[-1]
+    if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
         return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
