@@ -243,3 +243,28 @@ def test_help_states_the_heartbeat_defaults_the_code_uses(capsys):
         main(["sweep", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"every S seconds (default {study.HEARTBEAT})" in text and f"(default {study.GRACE} or 2 x --heartbeat" in text
+
+
+@pytest.mark.parametrize("kind", ["postgres", "journal"])
+def test_the_claim_lock_lets_one_worker_at_a_time_count_and_start_a_trial(tmp_path, kind, request):
+    """What keeps two workers from both starting the N-th trial: the second waits until the first let go."""
+    import threading
+
+    from mnistlab.sweep.study import ClaimLock, open_storage
+
+    storage = request.getfixturevalue("postgres")["url"] if kind == "postgres" else str(tmp_path / "journal.log")
+    store = open_storage(storage)
+    first, second = ClaimLock(store, storage, "lock"), ClaimLock(store, storage, "lock")
+    first.acquire()
+    waiter = threading.Thread(target=second.acquire)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # blocked while the first holds it
+    first.release()
+    waiter.join(10)
+    assert not waiter.is_alive() and second.held
+    second.release()
+    other = ClaimLock(store, storage, "another study")  # studies do not wait for each other
+    other.acquire()
+    assert other.held
+    other.release()

@@ -260,8 +260,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--space and is scored on VALIDATION accuracy (pruned per epoch by the median rule); the test set is used "
                     "once, by the best config retrained at the end. --trials N runs N more trials into the study. "
                     "Several machines: start `mnistlab sweep --study S --storage postgresql://USER:PASS@HOST/DB ...` with the "
-                    "same options on each.")
-    p.add_argument("--trials", type=int, default=20, help="trials to run now (more trials of the study; default 20)")
+                    "same options on each (each adds its own --trials). A worker that dies leaves no trial running: its trial "
+                    "is failed (by heartbeat on a database, by process id on a journal file) and run again once, with the "
+                    "same parameters, by another worker.")
+    p.add_argument("--trials", type=int, default=20, help="trials this command adds to the study, taken one at a time by its workers; a trial "
+                                                      "re-run after its worker died counts once (default 20)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--study", metavar="NAME", help="study name (default: <model>-<dataset>)")
     p.add_argument("--storage", metavar="URL", help="a journal file (default <out-dir>/sweeps/<study>/journal.log) or a "
