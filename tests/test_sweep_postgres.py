@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,14 +158,17 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_ends_with_the_trials
     retries = [t for t in trials if t.system_attrs.get("failed_trial") is not None]
     assert len(retries) == 1 and retries[0].system_attrs["failed_trial"] == victim.number
     assert retries[0].params == victim.params  # re-run with the killed trial's parameters
+    # ... from the start, and the same training: each epoch the killed trial reported is reported again alike.
+    assert {e: v for e, v in retries[0].intermediate_values.items() if e in killed.intermediate_values} == \
+        killed.intermediate_values
     assert retries[0].state.name == "COMPLETE"
     assert states.count("COMPLETE") == 4 and states.count("FAIL") == 1 and len(trials) == 5, states
     assert "RUNNING" not in states and "WAITING" not in states
     assert len({t.user_attrs["sweep_run"] for t in trials}) == 1  # all of this command's run
     table = out[out.index("\ntrial  state"):]
-    assert f"its worker died; retried as trial {retries[0].number}" in table
-    assert f"retry of trial {victim.number}, whose worker died" in table
-    assert "4 trials in " in out and "(1 run again: its worker died); study" in out
+    assert f"its worker died or stalled; retried as trial {retries[0].number}" in table
+    assert re.search(rf"^ *{retries[0].number}  complete .* retry of trial {victim.number}$", table, re.M), table
+    assert "4 trials in " in out and "(1 run again: its worker died or stalled); study" in out
 
 
 def test_two_commands_on_one_postgres_study_each_add_their_trials(tmp_path, postgres):

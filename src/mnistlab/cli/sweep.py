@@ -222,7 +222,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
         out(*trial_table(rows, names),
             f"{count.slots} trials in {seconds:.1f} s"
-            + (f" ({count.retried} run again: {'their workers' if count.retried > 1 else 'its worker'} died)"
+            + (f" ({count.retried} run again: {'their workers' if count.retried > 1 else 'its worker'} died or stalled)"
                if count.retried else "") + f"; study {study} holds {len(rows)}: {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed (table {paths['trials']}, figure {paths['figure']})")
     number, val_acc, cfg = best

@@ -533,10 +533,10 @@ def trial_row(trial: Any, retried_as: int | None = None) -> dict[str, Any]:
               for k, v in trial.params.items()}
     error = trial.user_attrs.get("error")
     if retried_as is not None:
-        error = f"its worker died; retried as trial {retried_as}"
+        error = f"its worker died or stalled; retried as trial {retried_as}"
     elif error is None and trial.system_attrs.get("failed_trial") is not None:
         error = f"retry of trial {trial.system_attrs['failed_trial']}" + (
-            ", whose worker died" if trial.state.name != "FAIL" else "; its worker died too")
+            "; its worker died or stalled too" if trial.state.name == "FAIL" else "")
     return {"number": trial.number, "state": trial.state.name, "val_acc": value, "params": params,
             "error": error, "worker": trial.user_attrs.get("worker"), "run": trial.user_attrs.get(RUN_ATTR),
             "retried": retried_as is not None,
