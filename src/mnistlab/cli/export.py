@@ -27,11 +27,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_web(args: argparse.Namespace) -> int:
-    from mnistlab.errors import ConfigError
+    from mnistlab.errors import ExportError
     from mnistlab.serve.web import export_web
 
     if args.quantize:
-        raise ConfigError("--quantize applies to --format onnx; the web page runs the float32 graph")
+        raise ExportError("--quantize applies to --format onnx; the web page runs the float32 graph")
     r = export_web(args.run, out=args.out, opset=args.opset, tta=args.tta, on_step=out)
     if "max_prob_diff" in r:
         _say_check(r)
