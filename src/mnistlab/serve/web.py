@@ -44,9 +44,9 @@ CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'
 README = """This folder is mnistlab's draw-a-digit page for {model} on {dataset}, predicting in the browser
 with onnxruntime-web {version} (WebAssembly, MIT licence: {license}). No Python runs behind it.
 
-Serve it from any static file server and open the address it prints, for example:
+Serve it from any static file server and open the address it prints, for example, in this folder:
 
-    python -m http.server -d {folder} 8000      # then open http://localhost:8000/
+    python -m http.server 8000      # then open http://localhost:8000/
 
 Opening index.html straight from the disk (file://) does not work: browsers refuse to load the
 WebAssembly runtime from file:// pages, and the page says so.
@@ -147,7 +147,7 @@ def export_web(source: str | os.PathLike, out: str | os.PathLike | None = None, 
         license_text = resources.files("mnistlab.serve").joinpath("web_vendor", "LICENSE").read_bytes()
         (tmp / LICENSE_NAME).write_bytes(license_text)
         (tmp / "README.txt").write_text(README.format(model=card["model"], dataset=card["dataset"], version=ORT_WEB_VERSION,
-                                                      license=LICENSE_NAME, folder=out), encoding="utf-8")
+                                                      license=LICENSE_NAME), encoding="utf-8")
         written = sorted(p.name for p in tmp.iterdir()) + [MANIFEST]
         manifest = {"format": 1, "onnxruntime_web": ORT_WEB_VERSION, "model": card,
                     "files": {n: hashlib.sha256((tmp / n).read_bytes()).hexdigest() for n in written if n != MANIFEST}}
