@@ -266,6 +266,52 @@ def test_drawn_digits_are_named_as_onnxruntime_names_the_same_input(page, site, 
     assert not [p for p in site[1] if "api" in p or p.startswith("POST")]  # nothing asked of a server
 
 
+def _scribbles() -> dict[str, list]:
+    import random
+
+    rng = random.Random(0)
+    out = {"tiny": [[(130, 130), (150, 130), (140, 160)]], "wide": [[(20, 140), (260, 150)]],
+           "corner": [[(10, 10), (60, 40), (20, 80)]], "dot": [[(140, 140)]]}
+    for i in range(4):
+        out[f"random{i}"] = [[(rng.uniform(20, 260), rng.uniform(20, 260)) for _ in range(rng.randint(2, 6))]
+                             for _ in range(rng.randint(1, 3))]
+    return out
+
+
+@browser_only
+def test_every_drawing_is_prepared_exactly_as_prepare_image_and_classified_as_onnxruntime(page, exported, tmp_path):
+    """Small, wide, off-centre, a dot, random scribbles, and an uploaded picture (dark ink on light paper)."""
+    from PIL import Image, ImageDraw
+
+    predictor = OnnxPredictor.from_file(exported / "model.onnx")
+
+    def check(name: str) -> None:
+        until(page, SETTLED)
+        png = base64.b64decode(page.evaluate("document.getElementById('canvas').toDataURL('image/png')").split(",", 1)[1])
+        shown = page.evaluate("window.mnistlabLast")
+        expected = prepare_image(png)
+        assert shown["prepared"] == expected.reshape(-1).tolist(), name
+        probs = predictor.probabilities(expected[None])[0]
+        assert shown["label"] == predictor.class_names[int(np.argmax(probs))], name
+        np.testing.assert_allclose([shown["probabilities"][c] for c in predictor.class_names], probs, atol=1e-4)
+
+    for name, strokes in _scribbles().items():
+        page.click("#clear")
+        until(page, SETTLED)
+        draw(page, strokes, steps=6)
+        check(name)
+    picture = Image.new("RGB", (400, 300), (235, 230, 220))
+    ImageDraw.Draw(picture).line([(150, 40), (250, 40), (190, 260)], fill=(40, 40, 60), width=18)
+    picture.save(tmp_path / "seven.jpg", quality=90)
+    page.click("#clear")
+    until(page, SETTLED)
+    assert page.locator("#prediction").inner_text() == ""
+    page.set_input_files("#upload", str(tmp_path / "seven.jpg"))
+    until(page, "document.getElementById('prediction').textContent !== ''")  # the picture loads asynchronously
+    check("upload")
+    assert page.locator("#prediction").inner_text() == "7"
+
+
 @browser_only
 def test_clear_and_undo_empty_the_prediction(page):
     draw(page, STROKES["1"])
