@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="PATH", help="where to write (default: RUN/model.onnx, or model.int8.onnx; for "
                                                  "web, the folder RUN/web, or NAME-web beside an .onnx file; an "
                                                  "earlier web export there is replaced whole)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version; not given: 17 (with --format web, an .onnx RUN keeps its own)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="the run's test-time augmentation views inside the graph (default: as the run was tested, "
                         "so the file scores the run's accuracy; --no-tta: one pass per image, 5x faster, and the "
