@@ -105,6 +105,18 @@ def test_an_onnx_file_exports_beside_itself_without_a_check(exported, tmp_path):
     assert card["checkpoint"] == "digits.onnx"
 
 
+def test_an_onnx_file_without_mnistlab_metadata_exports_with_one_warning(exported, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(exported / "model.onnx")
+    del proto.metadata_props[:]
+    onnx.save(proto, tmp_path / "foreign.onnx")
+    r = mnistlab("export", str(tmp_path / "foreign.onnx"), "--format", "web")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"mnistlab: warning: {OnnxPredictor.from_file(tmp_path / 'foreign.onnx').assumptions()}"
+    card = json.loads((tmp_path / "foreign-web" / MANIFEST).read_text())["model"]
+    assert card["class_names"] == [str(i) for i in range(10)] and card["test_accuracy"] is None
+
+
 @pytest.mark.parametrize("case", ["missing run", "corrupt onnx", "out is a file", "out is someone's folder",
                                   "quantize", "opset on an onnx file", "out's parent missing"])
 def test_bad_input_is_one_line_exit_1_and_leaves_nothing(case, exported, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from mnistlab.cli._common import Formatter, out
+from mnistlab.cli._common import Formatter, out, warn
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -33,6 +33,8 @@ def _export_web(args: argparse.Namespace) -> int:
     if args.quantize:
         raise ExportError("--quantize applies to --format onnx; the web page runs the float32 graph")
     r = export_web(args.run, out=args.out, opset=args.opset, tta=args.tta, on_step=out)
+    if r["assumptions"]:
+        warn(r["assumptions"])
     if "max_prob_diff" in r:
         _say_check(r)
     out(f"wrote {r['out']}/ ({', '.join(r['files'])}; {r['bytes'] / 2**20:,.1f} MiB)",

@@ -161,7 +161,8 @@ def export_web(source: str | os.PathLike, out: str | os.PathLike | None = None, 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    report.update(out=str(out), files=written, bytes=sum((out / n).stat().st_size for n in written), card=card)
+    report.update(out=str(out), files=written, bytes=sum((out / n).stat().st_size for n in written), card=card,
+                  assumptions=predictor.assumptions())  # an .onnx file from elsewhere: what the page assumes
     return report
 
 
