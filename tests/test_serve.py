@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -514,3 +515,119 @@ def test_a_killed_servers_readiness_folder_is_swept_by_the_next_one(tmp_path, mo
         assert not Path(new).exists() and not dead.exists()
     finally:
         os.close(held)
+
+
+# ----------------------------------------------------------------------------- oversized bodies, real connections
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 workers"])
+def small_server(request, tmp_path_factory):
+    """`mnistlab serve --max-body 0.25` (256 KiB) with 1 or 2 worker processes: (url, the process)."""
+    tmp = tmp_path_factory.mktemp("serve")
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--max-body", "0.25",
+                             "--workers", str(request.param)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**_env(), "TMPDIR": str(tmp)}, cwd=tmp)
+    try:
+        proc.stdout.readline()
+        yield proc.stdout.readline().split()[1], proc  # printed once every process answers
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err and "Exception" not in err, err
+
+
+def _chunks(body: bytes, size: int = 65536):
+    return (body[i : i + size] for i in range(0, len(body), size))
+
+
+def _urllib_post(url: str, body: bytes, chunked: bool) -> tuple[int, dict]:
+    """urllib as people use it: it sends `Connection: close` and writes the whole body before reading."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "image/png", **({"Transfer-Encoding": "chunked"} if chunked else {})}
+    req = urllib.request.Request(url + "api/predict", data=_chunks(body) if chunked else body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _httpx_post(url: str, body: bytes, chunked: bool, close: bool = False) -> tuple[int, dict]:
+    import httpx
+
+    headers = {"content-type": "image/png", **({"connection": "close"} if close else {})}
+    with httpx.Client(timeout=30) as client:  # h11: also writes the whole body, then reads
+        r = client.post(url + "api/predict", content=_chunks(body) if chunked else body, headers=headers)
+        return r.status_code, r.json()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversized_bodies_get_the_413_json_not_a_reset(small_server, chunked):
+    """A client that writes a 5 MB body before it reads gets the 413 JSON (before the lingering close,
+    urllib saw "Connection reset by peer" or "Broken pipe": the server answered and closed while it
+    was still sending); keep-alive clients too, and the server goes on serving."""
+    url, _ = small_server
+    body = b"\0" * (5 * 1024 * 1024)
+    expected = "request body is over the limit of 262,144 bytes" if chunked else \
+        "request body is 5,242,880 bytes, over the limit of 262,144"
+    for post in (_urllib_post, _httpx_post, lambda u, b, c: _httpx_post(u, b, c, close=True)):
+        for _ in range(2):
+            assert post(url, body, chunked) == (413, {"error": expected})
+    status, answer = _urllib_post(url, png(drawing("7")), chunked)
+    assert status == 200 and answer["label"] == "7"
+
+
+def _raw_request(url: str, length: int) -> socket.socket:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    conn.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {length}\r\n\r\n"
+                 .encode())
+    return conn
+
+
+def _answer_then_end(conn) -> bytes:
+    data = b""
+    while chunk := conn.recv(65536):  # the answer, then the end of the stream (the server shut its side)
+        data += chunk
+    return data
+
+
+def test_a_lingering_connection_is_drained_within_bounds(small_server):
+    """After the early 413 the server reads and drops what the client still sends, until the client
+    closes (a clean end, no reset), for at most LINGER_BYTES bytes or LINGER_IDLE seconds of silence."""
+    from mnistlab.serve.protocol import LINGER_BYTES, LINGER_IDLE
+
+    url, _ = small_server
+    # A client that reads the answer while sending, sends the rest, then closes its side: no reset.
+    conn = _raw_request(url, 8 * 1024 * 1024)
+    with conn:
+        conn.sendall(b"\0" * 65536)
+        answer = _answer_then_end(conn)
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+        conn.sendall(b"\0" * (8 * 1024 * 1024 - 65536))
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1) == b""  # not ConnectionResetError
+    # One that sends on past the bound is cut off (here a reset is fine: it was told to stop).
+    conn = _raw_request(url, 2 * LINGER_BYTES)
+    with conn, pytest.raises((ConnectionResetError, BrokenPipeError)):
+        _answer_then_end(conn)
+        for _ in range(2 * LINGER_BYTES // 65536):
+            conn.sendall(b"\0" * 65536)
+    # One that goes silent without closing is closed after LINGER_IDLE seconds.
+    conn = _raw_request(url, 8 * 1024 * 1024)
+    with conn:
+        assert _answer_then_end(conn).startswith(b"HTTP/1.1 413")
+        time.sleep(LINGER_IDLE + 0.5)
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(20):  # the first send may still be accepted; the reset answers it
+                conn.sendall(b"\0" * 65536)
+                time.sleep(0.05)
+    status, answer = _httpx_post(url, png(drawing("1")), chunked=False)
+    assert status == 200 and answer["label"] == "1"

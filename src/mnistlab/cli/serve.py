@@ -176,7 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     card = app.state.service.card
     if app.state.service.predictor.assumptions():  # an .onnx file from elsewhere
         warn(app.state.service.predictor.assumptions())
-    from mnistlab.serve.workers import balanced_sockets_supported, run_server, serve_processes
+    from mnistlab.serve.workers import balanced_sockets_supported, http_protocol, run_server, serve_processes
 
     balanced = args.workers > 1 and balanced_sockets_supported()
     sock = _listen(args.host, args.port, balanced)
@@ -192,8 +192,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(announce, flush=True)  # this process's app is built: it answers from the first connection
     # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
     # No proxy-header rewriting: nothing here reads the client's address, and the wrapper costs every request.
+    # A connection closed while its request still arrives (a 413 before the body is read) lingers, so
+    # that a client that writes everything before it reads gets the answer, not a reset (http_protocol).
     settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
-                    limit_concurrency=MAX_CONNECTIONS, proxy_headers=False)
+                    limit_concurrency=MAX_CONNECTIONS, proxy_headers=False, http=http_protocol())
     cleanup: list = []
     try:
         if args.workers == 1:

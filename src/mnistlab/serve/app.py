@@ -391,6 +391,7 @@ def create_app(
         return JSONResponse(service.card)
 
     async def predict(request: Request) -> Response:
+        body = None
         try:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype not in IMAGE_TYPES and ctype not in ("application/json", "multipart/form-data"):
@@ -405,7 +406,11 @@ def create_app(
                 items, batch = await parse_multipart(request, body, max_pixels, max_batch), True
             answers = await batcher.answer(items)
         except BadRequest as e:
-            return JSONResponse({"error": e.message}, status_code=e.status)
+            # Refused before the whole body was read: the connection ends after this answer (what the
+            # client still sends is drained for a while first, serve/protocol.py), never read on as a
+            # next request, however long it goes on.
+            return JSONResponse({"error": e.message}, status_code=e.status,
+                                headers={"Connection": "close"} if body is None else None)
         except MnistlabError as e:  # ImageError: bytes that passed the header check but do not decode
             return JSONResponse({"error": str(e)}, status_code=422)
         except MemoryError:

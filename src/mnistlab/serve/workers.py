@@ -43,6 +43,16 @@ def run_server(server: Any, sockets: list[socket.socket]) -> None:
             pass
 
 
+def http_protocol() -> Any:
+    """uvicorn's `http` setting: httptools with a lingering close (`mnistlab.serve.protocol`: a client
+    still sending when it is answered gets the answer, not a reset), or without httptools "auto" (h11)."""
+    try:
+        from mnistlab.serve.protocol import LingeringHttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is in the serve extra
+        return "auto"
+    return LingeringHttpToolsProtocol
+
+
 def balanced_sockets_supported() -> bool:
     """Whether the kernel spreads connections across sockets sharing a port (Linux's SO_REUSEPORT)."""
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
