@@ -213,6 +213,30 @@ def test_bad_requests_are_4xx_json_and_the_server_keeps_serving(client, name, kw
     assert ok.status_code == 200 and ok.json()["label"] == "1"
 
 
+def test_errors_about_uploaded_files_name_them(client):
+    """A multipart file's error starts with the name the client sent (its last path part), as
+    `mnistlab predict`'s name the file; a name sent twice adds the index; other bodies are "body" or "item N"."""
+    good = png(drawing("1"))
+    cases = [
+        ([("f", ("digit.png", good[:300], "image/png"))], 422, "digit.png: truncated or corrupt image data"),
+        ([("f", ("C:\\Users\\me\\seven.png", b"nope", "image/png"))], 422, "seven.png: not a PNG image"),
+        ([("f", ("../up/x.svg", b"<svg/>", "image/svg+xml"))], 415, "x.svg: unsupported content type image/svg+xml"),
+        ([("f", ("ok.png", good, "image/png")), ("f", ("bad.png", good[:300], "image/png"))], 422,
+         "bad.png: truncated or corrupt image data"),  # found when the batch is prepared: the bad one named
+        ([("f", ("a.png", good, "image/png")), ("f", ("a.png", b"nope", "image/png"))], 422, "file 1 (a.png): not a"),
+    ]
+    for files, status, start in cases:
+        r = client.post("/api/predict", files=files)
+        assert r.status_code == status and list(r.json()) == ["error"], r.text
+        assert r.json()["error"].startswith(start), r.json()
+    r = client.post("/api/predict", content=good[:300], headers=PNG)
+    assert r.json()["error"].startswith("body: truncated or corrupt image data")
+    r = client.post("/api/predict", json=[{"pixels": [0] * 784}, {"image": base64.b64encode(good[:300]).decode()}])
+    assert r.json()["error"].startswith("item 1: truncated or corrupt image data")
+    ok = client.post("/api/predict", files=[("f", ("one.png", good, "image/png"))])
+    assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == "1"
+
+
 def test_declared_length_over_the_cap_is_refused_before_reading(client):
     r = client.post("/api/predict", content=b"x", headers={"content-type": "image/png", "content-length": str(10**9)})
     assert r.status_code == 413
@@ -453,7 +477,7 @@ def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_answer()
 
     service = create_app(FIXTURE).state.service
     real, calls = service.answer_many, []
-    service.answer_many = lambda requests: calls.append(len(requests)) or real(requests)
+    service.answer_many = lambda requests, names=None: calls.append(len(requests)) or real(requests, names)
     requests = [[png(drawing(k))] for k in "1077"] + [[b"\x89PNG\r\n\x1a\nbroken"], [np.zeros((28, 28), np.uint8)],
                                                        [png(drawing("0")), png(drawing("1"))]]
 
