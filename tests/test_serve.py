@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -515,30 +516,77 @@ def test_a_killed_servers_readiness_folder_is_swept_by_the_next_one(tmp_path, mo
         return path
 
     dead = folder("mnistlab-serve-dead")  # a server killed with SIGKILL: nobody holds its lock
+    just_dead = folder("mnistlab-serve-just-dead", age=time.time())  # killed a moment ago: removed all the same
     alive = folder("mnistlab-serve-alive")  # a running server (here: this test) holds its lock
     held = os.open(alive, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(held, fcntl.LOCK_EX)
-    young = folder("mnistlab-serve-young", age=time.time())  # perhaps a server still taking its lock
+    making = folder(".mnistlab-serve-making", age=time.time())  # perhaps a server about to take its lock
+    stale = folder(".mnistlab-serve-stale")  # one killed between making its folder and locking it
     (tmp_path / "mnistlab-serve-link").symlink_to(alive)  # not a folder of ours: never followed
     try:
         new, lock = _ready_folder()
         assert Path(new).parent == tmp_path and Path(new).name.startswith("mnistlab-serve-")
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(new).name, alive.name, young.name,
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(new).name, alive.name, making.name,
                                                                      "mnistlab-serve-link"])
-        assert (alive / "123").exists()
+        assert (alive / "123").exists() and not dead.exists() and not just_dead.exists() and not stale.exists()
         # The new folder's lock is held while the server runs: the next server leaves it alone.
         other = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
         with pytest.raises(BlockingIOError):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(other)
-        os.utime(new, (old, old))
         os.close(_ready_folder()[1])
         assert Path(new).is_dir()
-        os.close(lock)  # the server stops (or dies): its folder is now fair game
+        os.close(lock)  # the server stops (or dies): its folder is now fair game, at once
         os.close(_ready_folder()[1])
-        assert not Path(new).exists() and not dead.exists()
+        assert not Path(new).exists()
     finally:
         os.close(held)
+
+
+def _serve_two(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """`mnistlab serve --workers 2` in a session of its own, its readiness folder in tmp_path: (it, its workers)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "TMPDIR": str(tmp_path)},
+                            cwd=tmp_path, start_new_session=True)
+    proc.stdout.readline()
+    assert proc.stdout.readline().startswith("open http"), proc.stderr.read()  # both workers have built their app
+    return proc, [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+
+
+def _gone(pids: list[int], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[-1][:3]
+                   for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
+def test_a_sigkilled_serve_leaves_no_readiness_folder(tmp_path):
+    """SIGKILL on the parent alone: its workers stop and remove its folder (nothing is left at all).
+    SIGKILL on the parent and its workers at once: the next start removes the folder at once."""
+    first, workers = _serve_two(tmp_path)
+    try:
+        assert len(list(tmp_path.glob("mnistlab-serve-*/*"))) == 2
+        os.killpg(first.pid, signal.SIGKILL)  # the whole group: nobody cleans up
+        first.wait(30)
+        assert _gone(workers)
+        (left,) = tmp_path.glob("mnistlab-serve-*")
+    finally:
+        first.kill()
+    second, workers = _serve_two(tmp_path)
+    try:
+        assert not left.exists()  # removed by the next start, young as it is
+        assert len(list(tmp_path.glob("mnistlab-serve-*"))) == 1
+        second.kill()  # SIGKILL on the parent alone
+        second.wait(30)
+        assert _gone(workers)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(second.pid, signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- oversized bodies, real connections
