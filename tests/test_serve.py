@@ -75,6 +75,18 @@ def test_healthz_and_model_card(client):
     assert card["test_accuracy"] == pytest.approx(json.loads((FIXTURE / "evaluation.json").read_text())["accuracy"])
 
 
+def test_the_app_reads_the_checkpoint_once(monkeypatch):
+    """The model and its card come from one read of the file (the one checkpoint reader)."""
+    from mnistlab.runs import checkpoint
+
+    real, reads = checkpoint.read_checkpoint, []
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda *a, **k: reads.append(a) or real(*a, **k))
+    card = create_app(FIXTURE).state.service.card
+    assert len(reads) == 1
+    assert card["model"] == "fastcnn" and card["checkpoint"] == "last.safetensors" and card["run"] == FIXTURE.name
+    assert card["test_accuracy"] == 0.9457
+
+
 def test_page_is_self_contained(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")

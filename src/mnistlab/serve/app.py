@@ -25,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 import anyio
 import numpy as np
@@ -43,6 +43,9 @@ from mnistlab.data.images import find_blanks, prepared_blanks
 from mnistlab.errors import ImageError, MnistlabError
 from mnistlab.evaluation.predict import ImagePredictor
 from mnistlab.export.runtime import OnnxPredictor, is_onnx_path, load_predictor
+
+if TYPE_CHECKING:
+    from mnistlab.runs.checkpoint import Checkpoint
 
 log = logging.getLogger("mnistlab.serve")
 _BYTES_NAME = re.compile(r"^<\d+ bytes>: ")  # how mnistlab.data.images names encoded bytes in its errors
@@ -78,19 +81,30 @@ class BadRequest(Exception):
 # ----------------------------------------------------------------------------- the model
 
 
-def model_card(checkpoint: str | os.PathLike, predictor: ImagePredictor) -> dict[str, Any]:
+def load_model(checkpoint: str | os.PathLike, device: str = "cpu", tta: bool | None = None) -> tuple[ImagePredictor, dict[str, Any]]:
+    """The predictor for a run folder, a checkpoint or an .onnx file, and its card, from one read of the file."""
+    if is_onnx_path(checkpoint):
+        predictor = load_predictor(checkpoint, device=device, tta=tta)  # onnxruntime, no torch
+        return predictor, model_card(predictor)
+    from mnistlab.evaluation.predict import Predictor
+    from mnistlab.runs.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)  # the one read: the model and the card both come from it
+    predictor = Predictor.from_checkpoint(ckpt, device=device, tta=tta)
+    return predictor, model_card(predictor, ckpt)
+
+
+def model_card(predictor: ImagePredictor, ckpt: Checkpoint | None = None) -> dict[str, Any]:
     """What the page shows about the model: name, data set, test accuracy, parameters, class names.
 
-    The test accuracy is the run's own evaluation.json (or its metrics.jsonl "test" record), and only
+    `ckpt` is the Checkpoint the predictor was built from (its config and file; not read again). The
+    test accuracy is the run's own evaluation.json (or its metrics.jsonl "test" record), and only
     for the checkpoint that `mnistlab train` scored (last.safetensors); otherwise it is None. An .onnx
     file's card comes from its own metadata.
     """
     if isinstance(predictor, OnnxPredictor):
         return predictor.card()
-    from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
-    ckpt = load_checkpoint(path)
+    path = ckpt.path
     accuracy = None
     if path.name == "last.safetensors":
         accuracy = _run_accuracy(path.parent)
@@ -404,8 +418,8 @@ def create_app(
     tta: bool | None = None,
 ) -> Starlette:
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
-    predictor = load_predictor(checkpoint, device=device, tta=tta)  # an .onnx file: onnxruntime, no torch
-    service = Service(predictor, model_card(checkpoint, predictor))
+    predictor, card = load_model(checkpoint, device=device, tta=tta)  # an .onnx file: onnxruntime, no torch
+    service = Service(predictor, card)
     # Batches of waiting requests prepared and classified at once, each in a worker thread.
     batcher = Batcher(service, concurrency, max_batch)
     page = resources.files("mnistlab.serve").joinpath("page.html").read_text(encoding="utf-8")
