@@ -18,6 +18,8 @@ from mnistlab.errors import ConfigError, ImageError, without_name
 if TYPE_CHECKING:
     import torch
 
+    from mnistlab.runs.checkpoint import Checkpoint
+
 
 class ImagePredictor:
     """The predictor interface: prepared uint8 images -> class probabilities, and everything built on that.
@@ -115,14 +117,15 @@ class Predictor(ImagePredictor):
     device: torch.device
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", tta: bool | None = None) -> "Predictor":
-        """The checkpoint's model; `tta` turns its test-time augmentation views on or off (None: as the run was tested)."""
+    def from_checkpoint(cls, path: str | os.PathLike | Checkpoint, device: str = "cpu", tta: bool | None = None) -> "Predictor":
+        """The checkpoint's model (a path, or a Checkpoint already read); `tta` turns its test-time
+        augmentation views on or off (None: as the run was tested)."""
         import torch
 
         from mnistlab.device import resolve_device, uses_convolutions
-        from mnistlab.runs.checkpoint import load_checkpoint
+        from mnistlab.runs.checkpoint import Checkpoint, load_checkpoint
 
-        ckpt = load_checkpoint(path)
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
         dev = resolve_device(device)
         model = ckpt.build_model().to(dev).eval()
         if uses_convolutions(model) and dev.type == "cpu":
