@@ -229,6 +229,17 @@ def _seed_word(seeds: list[int]) -> str:
     return f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})" if seeds else ""
 
 
+def seed_configs(opts: Options, **fields: object) -> list:
+    """One Config per seed of `--lecture`: the lecture's 9-layer net and SGD, no validation split (`fields`
+    change a setting, as the STUCK_VARIANTS do)."""
+    import dataclasses
+
+    seeds = opts.seeds if opts.seeds is not None else LECTURE_SEEDS
+    epochs = opts.epochs_for(default=float(LECTURE_EPOCHS), quick=2.0)
+    return [make_config(dataclasses.replace(opts, seed=seed), model="mlp", hidden=list(ARCHITECTURES[9]),
+                        epochs=epochs, val_size=0, **fields) for seed in seeds]
+
+
 def run_seeds(opts: Options) -> Result:
     """The lecture's 9-layer net at the lecture's settings (no validation split: all 60,000 training
     images, as in the lecture), once per seed, with the test accuracy after every epoch."""
@@ -241,9 +252,8 @@ def run_seeds(opts: Options) -> Result:
     rows, configs, curves = [], {}, {}
     grad_shallow = None
     data = None
-    for seed in seeds:
+    for seed, cfg in zip(seeds, seed_configs(opts)):
         seed_opts = dataclasses.replace(opts, seed=seed)
-        cfg = make_config(seed_opts, model="mlp", hidden=list(ARCHITECTURES[9]), epochs=epochs, val_size=0)
         data = load(seed_opts, cfg)  # (per seed: --quick's training subset is drawn from the seed)
         captured: dict[str, list[float]] = {}
 
@@ -270,9 +280,9 @@ def run_seeds(opts: Options) -> Result:
     summary = summarize_seeds(rows, chance_correct, len(data.test))
     stuck_rows = []
     if not summary["stuck"]:  # no seed reproduced the lecture: show what does, at the first seed
-        seed_opts = dataclasses.replace(opts, seed=seeds[0])
+        seed_opts = dataclasses.replace(opts, seed=seeds[0], seeds=seeds[:1])
         for name, fields in STUCK_VARIANTS:
-            cfg = make_config(seed_opts, model="mlp", hidden=list(ARCHITECTURES[9]), epochs=epochs, val_size=0, **fields)
+            (cfg,) = seed_configs(seed_opts, **fields)
             run_ = train(cfg, load(seed_opts, cfg), test_every_epoch=True)
             accs = [e["test_acc"] for e in run_.epochs]
             stuck_rows.append({"variant": name, "seed": seeds[0], "left_plateau_epoch": left_plateau_epoch(accs),
