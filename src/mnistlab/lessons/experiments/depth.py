@@ -136,7 +136,8 @@ def run(opts: Options) -> Result:
             f"times smaller than the 3-layer net's (the gradient table), so it takes thousands of steps to move. "
             f"The lectures' own kind of loop, without mnistlab (torch.optim.SGD, a DataLoader with per-item "
             f"Normalize, nn.Sequential with default init: benchmarks/lecture_deep_mlp.py), does the same on this "
-            f"machine: {LECTURE_LOOP_RUNS}."]
+            f"machine: {LECTURE_LOOP_RUNS}. `mnistlab experiment depth --lecture --seeds 0-9` runs the 9-layer net "
+            f"once per seed and counts how often it is still on the plateau after {LECTURE_EPOCHS} epochs."]
     else:
         notes_plateau = []
     notes = notes_plateau + [
