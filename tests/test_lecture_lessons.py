@@ -300,5 +300,6 @@ def test_depth_lecture_prints_a_summary_that_matches_the_per_seed_histories(tmp_
     plateau = claims["seeds still on the plateau after 1 epochs"]
     assert plateau.startswith(f"{len(stuck)} of 2 ") and plateau in printed
     assert "the lecture's 11% is one outcome of a seed-dependent race" in printed
+    assert printed.index("seed 0: ") < printed.index("seed 1: ") < printed.index("lecture vs mnistlab")
     assert "left_plateau_epoch: the first epoch whose test accuracy is 20% or more" in printed
     assert result["figures"] == ["depth_seeds.png"] and (out / "depth_seeds.png").stat().st_size > 10_000

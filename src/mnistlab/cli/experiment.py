@@ -78,7 +78,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     seeds = _lesson_options(args)
     out_dir = Path(args.out_dir) if args.out_dir else Path("experiments") / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     opts = Options(out_dir=out_dir, quick=args.quick, seed=args.seed or 0, device=args.device, threads=args.threads,
-                   epochs=args.epochs, lecture=args.lecture, seeds=seeds)
+                   epochs=args.epochs, lecture=args.lecture, seeds=seeds,
+                   progress=lambda line: print(line, flush=True))
     if args.quick:
         print(f"note: {ROUGH_NOTE}", flush=True)
     if args.name == "all":

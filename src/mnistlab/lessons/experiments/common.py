@@ -50,6 +50,7 @@ class Options:
     epochs: float | None = None  # override the experiment's own number of epochs
     lecture: bool = False  # depth: only the lecture's 9-layer net, over `seeds` (the plateau race)
     seeds: tuple[int, ...] | None = None  # depth --lecture: the seeds to run (None: the lesson's own)
+    progress: Any = None  # optional progress(line) for long lessons (the CLI prints it; lessons never print)
 
     def epochs_for(self, default: float, quick: float) -> float:
         """The epochs to train: --epochs when given, else the quick or the default count."""

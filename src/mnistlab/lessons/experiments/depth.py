@@ -276,6 +276,10 @@ def run_seeds(opts: Options) -> Result:
             "train_s": run_.history.train_seconds,
         })
         curves[f"seed {seed}"] = accs
+        if opts.progress:
+            left = rows[-1]["left_plateau_epoch"]
+            opts.progress(f"seed {seed}: {'still on the plateau' if left is None else f'left the plateau at epoch {left}'}, "
+                          f"test {pct(accs[-1])} after {epochs:g} epochs ({run_.history.train_seconds:.0f} s)")
         configs[f"9 layers, seed {seed}"] = cfg.to_dict()
     chance_correct = int(torch.bincount(data.test.y.cpu()).max())
     summary = summarize_seeds(rows, chance_correct, len(data.test))
@@ -289,6 +293,8 @@ def run_seeds(opts: Options) -> Result:
             stuck_rows.append({"variant": name, "seed": seeds[0], "left_plateau_epoch": left_plateau_epoch(accs),
                                "test_acc": accs[-1], "test_acc_by_epoch": accs, "train_s": run_.history.train_seconds})
             curves[f"{name} (seed {seeds[0]})"] = accs
+            if opts.progress:
+                opts.progress(f"{name} (seed {seeds[0]}): test {pct(accs[-1])} after {epochs:g} epochs")
             configs[f"{name}, seed {seeds[0]}"] = cfg.to_dict()
     figure = plots.plot_accuracy_per_epoch(
         curves, opts.out_dir / "depth_seeds.png",
