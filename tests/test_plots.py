@@ -155,10 +155,10 @@ def test_accuracy_per_epoch_draws_one_line_per_run_and_the_reference_lines(tmp_p
     path = plots.plot_accuracy_per_epoch(series, tmp_path / "e.png", "9 layers", lines={"plateau": 0.2, "lecture": 0.11},
                                          dashed=["sigmoid"])
     _check_png(path)
-    # The colours of the three runs are on the canvas (matplotlib's C0, C1, C2).
+    # The two solid runs in matplotlib's C0 and C1, the dashed one in black; C2 is not used.
     with Image.open(path) as im:
         colours = {c for _, c in im.convert("RGB").getcolors(maxcolors=1 << 20)}
-    assert {(31, 119, 180), (255, 127, 14), (44, 160, 44)} <= colours
+    assert {(31, 119, 180), (255, 127, 14), (0, 0, 0)} <= colours and (44, 160, 44) not in colours
 
 
 def test_overwrite_is_atomic_replacement(tmp_path):

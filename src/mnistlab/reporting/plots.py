@@ -386,9 +386,13 @@ def plot_accuracy_per_epoch(series: dict[str, Sequence[float]], path: str | os.P
 
     fig = _figure(figsize=(8, 5))
     ax = fig.subplots()
-    for i, (name, ys) in enumerate(series.items()):
+    solid = [name for name in series if name not in dashed]
+    others = [name for name in series if name in dashed]
+    for name, ys in series.items():
         ys = _to_numpy(ys)
-        ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=4, lw=1.5, color=f"C{i % 10}",
+        # Solid runs take the colour cycle in order; dashed ones black and greys, so no two lines share a style.
+        color = f"C{solid.index(name) % 10}" if name in solid else ("black", "darkred", "0.3")[others.index(name) % 3]
+        ax.plot(range(1, len(ys) + 1), ys, marker="o" if name in solid else "s", ms=4, lw=1.5, color=color,
                 ls="--" if name in dashed else "-", label=str(name))
     for j, (label, y) in enumerate((lines or {}).items()):
         ax.axhline(y, color="0.4", lw=1, ls=(":", "-.", "--")[j % 3], label=label)
