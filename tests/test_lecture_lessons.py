@@ -233,8 +233,7 @@ def test_depth_lecture_defaults_are_the_lectures_settings_over_five_seeds(tmp_pa
 
 
 def test_depth_lecture_runs_what_gives_11_percent_when_no_seed_stays_on_the_plateau(configs, monkeypatch, tmp_path):
-    monkeypatch.setattr(depth, "PLATEAU_BELOW", 0.0)  # every seed "leaves" at epoch 1
-    monkeypatch.setattr(depth, "left_plateau_epoch", lambda accs, below=0.0: 1)
+    monkeypatch.setattr(depth, "left_plateau_epoch", lambda accs, below=0.0: 1)  # every seed "leaves" at epoch 1
     runs = configs("depth", lecture=True, seeds=(3, 4), quick=True, threads=1)
     assert [(c.seed, c.activation, c.lr) for c in runs] == [(3, "relu", 0.01), (4, "relu", 0.01), (3, "sigmoid", 0.01),
                                                              (3, "relu", 0.001)]
