@@ -48,6 +48,9 @@ class Options:
     device: str = "auto"
     threads: int | None = None  # CPU threads (None: torch's choice)
     epochs: float | None = None  # override the experiment's own number of epochs
+    lecture: bool = False  # depth: only the lecture's 9-layer net, over `seeds` (the plateau race)
+    seeds: tuple[int, ...] | None = None  # depth --lecture: the seeds to run (None: the lesson's own)
+    progress: Any = None  # optional progress(line) for long lessons (the CLI prints it; lessons never print)
 
     def epochs_for(self, default: float, quick: float) -> float:
         """The epochs to train: --epochs when given, else the quick or the default count."""
@@ -149,11 +152,14 @@ class Trained:
         return as_class_logits(self.history.test.logits).argmax(1)
 
 
-def train(cfg: Config, data: DataBundle, prepare: Any = None) -> Trained:
+def train(cfg: Config, data: DataBundle, prepare: Any = None, test_every_epoch: bool = False) -> Trained:
     """Train `cfg` on `data` (no run directory), recording every logged step and epoch.
 
     Args:
         prepare: optional `prepare(model)` called before training (e.g. a deliberately poor init).
+        test_every_epoch: also evaluate the test split at the end of every epoch: each epoch record
+            gains "test_acc" and "test_correct" (images right). Evaluation draws no random numbers,
+            so the training run is the same with or without it.
     """
     from mnistlab.runs.session import TrainSession
 
@@ -162,7 +168,14 @@ def train(cfg: Config, data: DataBundle, prepare: Any = None) -> Trained:
         prepare(session.model)
     steps: list[dict] = []
     epochs: list[dict] = []
-    history = session.fit(on_log=steps.append, on_epoch_end=epochs.append)
+
+    def epoch_end(record: dict) -> None:
+        if test_every_epoch:
+            test = session.trainer.evaluate(data.test)
+            record = {**record, "test_acc": test.acc, "test_correct": round(test.acc * len(data.test))}
+        epochs.append(record)
+
+    history = session.fit(on_log=steps.append, on_epoch_end=epoch_end)
     return Trained(cfg, session.model, history, steps, epochs, session)
 
 

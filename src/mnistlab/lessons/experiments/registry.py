@@ -16,18 +16,20 @@ class Experiment:
     name: str
     description: str
     run: Callable[[Options], Result]
+    options: tuple[str, ...] = ()  # the lesson's own options beyond the common ones (e.g. "lecture", "seeds")
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def register_experiment(name: str, description: str) -> Callable:
-    """Register `run(opts) -> Result` under `name` (a duplicate name is a programming error)."""
+def register_experiment(name: str, description: str, options: tuple[str, ...] = ()) -> Callable:
+    """Register `run(opts) -> Result` under `name` (a duplicate name is a programming error);
+    `options`: the Options fields beyond the common ones that this lesson reads."""
 
     def decorator(run: Callable[[Options], Result]) -> Callable[[Options], Result]:
         if name in _EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is already registered")
-        _EXPERIMENTS[name] = Experiment(name, description, run)
+        _EXPERIMENTS[name] = Experiment(name, description, run, tuple(options))
         return run
 
     return decorator
