@@ -280,3 +280,19 @@ def test_bad_csv_names_file_and_row(tmp_path, text, message):
     with pytest.raises(DataError, match=message) as info:
         load_custom(f"csv:{path}")
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_bad_rows_are_counted_and_marked_and_cached(tmp_path):
+    from mnistlab.data.custom import read_pixel_rows
+
+    path = tmp_path / "rows.csv"
+    path.write_text(HEADER + "\n1,0,0,0,0\n0,1,2,3\n\n1,4,nan,0,0\n0,9,9,9,9\n1,5,5,5,300\n")
+    with pytest.raises(DataError) as info:
+        load_custom(f"csv:{path}")
+    assert str(info.value) == (f"{path}: 3 of 5 rows cannot be read: rows 2, 3 and 5 "
+                               "(first: row 2 (line 3) has 4 values, expected 5 (label + pixels))")
+    for _ in range(2):  # parsed, then read back from the cache
+        rows = read_pixel_rows(path)
+        assert rows.bad_rows().tolist() == [2, 3, 5] and rows.problem.startswith("row 2 (line 3)")
+        assert rows.x.reshape(5, 4).tolist() == [[0, 0, 0, 0], [0] * 4, [0] * 4, [9, 9, 9, 9], [0] * 4]
+        assert rows.y.tolist() == [1, 0, 0, 0, 0]

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mnistlab.cli import main
 from mnistlab.config import Config
 from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permutation
 from mnistlab.runs.checkpoint import load_checkpoint
@@ -40,6 +41,22 @@ def _env() -> dict[str, str]:
 def mnistlab(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mnistlab", *args], cwd=cwd, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    """`mnistlab ARGS` started in the background: independent jobs run side by side, since most of a short
+    job is its processes starting (importing torch, the ranks' rendezvous), not training."""
+    return subprocess.Popen([sys.executable, "-m", "mnistlab", *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -102,10 +119,11 @@ def test_augmenting_shares_draws_the_global_batch_numbers():
 def twins(tmp_path_factory) -> Path:
     """The same mlp run, 2 epochs, trained by `--nproc 2` (runs/two) and by one process (runs/one)."""
     root = tmp_path_factory.mktemp("ddp")
-    two = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "two", "--nproc", "2", "--tensorboard",
-                   cwd=root)
+    jobs = [start("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "two", "--nproc", "2", "--tensorboard",
+                  cwd=root),
+            start("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "one", cwd=root)]
+    two, one = map(finish, jobs)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = mnistlab("train", *MLP, "--epochs", "2", "--out-dir", "runs", "--name", "one", cwd=root)
     assert one.returncode == 0, one.stderr[-3000:]
     (root / "two.out").write_text(two.stdout)
     (root / "one.out").write_text(one.stdout)
@@ -152,24 +170,24 @@ def test_only_rank_0_writes_and_prints(twins):
     assert test_line == [line for line in (twins / "one.out").read_text().splitlines() if line.startswith("Test set:")]
 
 
-def test_batch_norm_keeps_per_rank_statistics_and_evaluates_rank_0s_model(tmp_path):
+def test_batch_norm_keeps_per_rank_statistics_and_evaluates_rank_0s_model(tmp_path, capsys):
     """fastcnn has batch norm: each rank normalises its share by the share's statistics (not SyncBatchNorm),
     so the weights differ from one process's; the model saved (rank 0's running statistics) is the one
     that every rank evaluated: a single-process evaluation of it gives the test accuracy reported."""
     bn = ["--model", "fastcnn", "--train-size", "600", "--batch-size", "100", "--epochs", "1", "--device", "cpu",
           "--no-figures", "--threads", "1", "--out-dir", "runs"]
-    two = mnistlab("train", *bn, "--name", "two", "--nproc", "2", cwd=tmp_path)
+    two, one = map(finish, [start("train", *bn, "--name", "two", "--nproc", "2", cwd=tmp_path),
+                            start("train", *bn, "--name", "one", cwd=tmp_path)])
     assert two.returncode == 0, two.stderr[-3000:]
-    one = mnistlab("train", *bn, "--name", "one", cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = weights(tmp_path / "runs" / "one"), weights(tmp_path / "runs" / "two")
     means = [k for k in a if k.endswith("running_mean")]
     assert means and all(not torch.equal(b[k], torch.zeros_like(b[k])) for k in means)
     assert max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()) > 1e-4
     reported = records(tmp_path / "runs" / "two", "test")[0]
-    ev = mnistlab("evaluate", "runs/two", "--device", "cpu", cwd=tmp_path)
-    assert ev.returncode == 0, ev.stderr[-3000:]
-    assert f"accuracy    {reported['test_acc']:.4f}" in ev.stdout and f"loss        {reported['test_loss']:.4f}" in ev.stdout
+    assert main(["evaluate", str(tmp_path / "runs" / "two"), "--device", "cpu"]) == 0  # in process: one fewer start
+    out = capsys.readouterr().out
+    assert f"accuracy    {reported['test_acc']:.4f}" in out and f"loss        {reported['test_loss']:.4f}" in out
 
 
 def _children(pid: int) -> list[int]:
@@ -219,12 +237,14 @@ def test_a_killed_rank_ends_the_job_quickly(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sends SIGTERM")
-def test_sigterm_saves_one_checkpoint_and_resume_continues_bit_for_bit(tmp_path):
+def test_sigterm_saves_one_checkpoint_and_resume_continues_bit_for_bit(tmp_path, request):
     """SIGTERM mid-run: rank 0 saves one checkpoint; `--resume` under DDP ends with the weights of an
     uninterrupted 2-process run. (Against one process the weights agree to float rounding for a few
     epochs, as test_two_processes_end_with_the_weights_of_one shows; over hundreds of steps at this
     learning rate those rounding differences grow, as they would between two CPUs.)"""
     args = [*MLP, "--epochs", "20", "--out-dir", "runs", "-q", "--nproc", "2"]
+    uninterrupted = start("train", *args, "--name", "full", cwd=tmp_path)  # the twin to compare with, meanwhile
+    request.addfinalizer(lambda: uninterrupted.poll() is None and uninterrupted.kill())
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", *args, "--name", "cut"],
                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -249,7 +269,7 @@ def test_sigterm_saves_one_checkpoint_and_resume_continues_bit_for_bit(tmp_path)
         else:
             resumed = subprocess.CompletedProcess(resumed.args, 0, resumed.stdout, resumed.stderr)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    full = mnistlab("train", *args, "--name", "full", cwd=tmp_path)
+    full = finish(uninterrupted)
     assert full.returncode == 0, full.stderr[-3000:]
     a, b = weights(tmp_path / "runs" / "full"), weights(tmp_path / "runs" / "cut")
     for k in a:

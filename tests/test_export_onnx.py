@@ -254,8 +254,9 @@ def test_a_model_that_cannot_be_exported_is_one_line_and_writes_nothing(runs, tm
 def test_an_export_that_does_not_match_pytorch_fails_and_writes_nothing(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "MAX_PROB_DIFF", -1.0)  # no graph can pass
     out = tmp_path / "m.onnx"
-    with pytest.raises(ExportError, match="does not match PyTorch.*nothing written"):
+    with pytest.raises(ExportError, match="does not match PyTorch.*nothing written") as info:
         export_onnx(runs["softmax"], out=out)
+    assert str(info.value).startswith(f"{runs['softmax'] / 'last.safetensors'}: the ONNX graph does not match")
     assert not out.exists() and not list(tmp_path.iterdir())
 
 

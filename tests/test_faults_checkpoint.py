@@ -143,7 +143,7 @@ CASES = {
                            "this folder holds a NumPy model"),
     "a FIFO": (lambda good, bad: _fifo(bad), "not a regular file"),
 }
-COMMANDS = ["evaluate", "predict"]
+COMMANDS = ["evaluate", "predict", "export"]  # every command that reads a checkpoint names it in its error
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -161,7 +161,8 @@ def test_bad_checkpoint_is_one_line_and_exit_1(run, image, tmp_path, capsys, mon
             return real(self, *args, **kwargs)
 
         monkeypatch.setattr(Path, "open", refuse)
-    argv = ["evaluate", str(bad)] if command == "evaluate" else ["predict", str(bad), str(image)]
+    argv = {"evaluate": ["evaluate", str(bad)], "predict": ["predict", str(bad), str(image)],
+            "export": ["export", str(bad), "--out", str(tmp_path / "m.onnx")]}[command]
     if case == "a FIFO":  # opening a FIFO for reading waits for a writer: fail instead of hanging
         signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading the FIFO blocked"))
         signal.alarm(20)

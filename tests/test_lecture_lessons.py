@@ -165,9 +165,9 @@ def configs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(TrainSession, "start", classmethod(start))
 
-    def run(name):
+    def run(name, **options):
         seen.clear()
-        run_experiment(name, Options(out_dir=tmp_path / name, device="cpu", threads=2))
+        run_experiment(name, Options(**{"out_dir": tmp_path / name, "device": "cpu", "threads": 2, **options}))
         return list(seen)
 
     return run
@@ -219,3 +219,86 @@ def test_the_depth_lesson_measures_how_long_the_deep_net_sat_on_the_plateau():
     assert _plateau_epochs([{"val_acc": 0.95}]) == 0
     assert _plateau_epochs([{"val_acc": 0.11}] * 3) == 3
     assert _plateau_epochs([{"val_acc": None}]) is None
+
+
+# ----------------------------------------------------------------------------- depth --lecture: the plateau over seeds
+
+
+def test_depth_lecture_defaults_are_the_lectures_settings_over_five_seeds(tmp_path):
+    runs = depth.seed_configs(Options(out_dir=tmp_path, lecture=True))
+    assert [c.seed for c in runs] == [0, 1, 2, 3, 4]
+    assert all(_has(c, epochs=9.0, model="mlp", init="default", activation="relu", val_size=0.0, train_size=None,
+                    hidden=(650, 530, 420, 350, 290, 200, 150, 80), **SGD_05) for c in runs)
+    assert [c.seed for c in depth.seed_configs(Options(out_dir=tmp_path, lecture=True, seeds=(7, 2)))] == [7, 2]
+
+
+def test_depth_lecture_runs_what_gives_11_percent_when_no_seed_stays_on_the_plateau(configs, monkeypatch, tmp_path):
+    monkeypatch.setattr(depth, "left_plateau_epoch", lambda accs, below=0.0: 1)  # every seed "leaves" at epoch 1
+    runs = configs("depth", lecture=True, seeds=(3, 4), quick=True, threads=1)
+    assert [(c.seed, c.activation, c.lr) for c in runs] == [(3, "relu", 0.01), (4, "relu", 0.01), (3, "sigmoid", 0.01),
+                                                             (3, "relu", 0.001)]
+    result = json.loads((tmp_path / "depth" / "results.json").read_text(encoding="utf-8"))
+    extra = result["tables"]["what does give the lecture's 11%: the same net, one setting changed"]
+    assert [r["variant"] for r in extra] == ["9 layers, sigmoid", "9 layers, lr 0.001"]
+    assert any(n.startswith("no seed of 2 stayed on the plateau") for n in result["notes"])
+
+
+def test_seed_lists_and_ranges_parse_and_bad_ones_are_one_line_errors(tmp_path, capsys):
+    assert depth.parse_seeds("0-9") == tuple(range(10))
+    assert depth.parse_seeds("0,3,7") == (0, 3, 7)
+    assert depth.parse_seeds(" 0-2, 9") == (0, 1, 2, 9)
+    assert depth.parse_seeds("5") == (5,)
+    for bad, message in (("", "'' is not a seed"), ("a", "'a' is not a seed"), ("5-2", "runs backwards"),
+                         ("1,0-2", "seed 1 is given twice"), ("-3", "'-3' is not a seed"), ("1-2-3", "'1-2-3'"),
+                         ("0,,1", "'' is not a seed")):
+        with pytest.raises(ConfigError, match=message):
+            depth.parse_seeds(bad)
+    out = str(tmp_path / "x")
+    for argv, message in (
+        (["depth", "--lecture", "--seeds", "3-1"], "--seeds: the range '3-1' runs backwards (write 1-3)"),
+        (["depth", "--seeds", "0-4"], "--seeds runs the 9-layer net once per seed: add --lecture"),
+        (["depth", "--lecture", "--seed", "1", "--seeds", "0-4"], "give either --seed S or --seeds LIST, not both"),
+        (["softmax", "--lecture"], "--lecture: only `mnistlab experiment depth` has it, not softmax"),
+        (["all", "--seeds", "0,1"], "--seeds: only `mnistlab experiment depth` has it, not all"),
+    ):
+        assert main(["experiment", *argv, "--out-dir", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_left_plateau_epoch_and_the_seed_summary_count_the_recorded_accuracies():
+    assert depth.left_plateau_epoch([0.1135, 0.1135, 0.1135, 0.2111, 0.5879]) == 4
+    assert depth.left_plateau_epoch([0.1135] * 9) is None
+    assert depth.left_plateau_epoch([0.20]) == 1  # 20% or more has left
+    assert depth.left_plateau_epoch([0.1999, 0.1999]) is None
+    rows = [{"seed": 0, "left_plateau_epoch": None, "test_correct_by_epoch": [1135, 1135]},
+            {"seed": 1, "left_plateau_epoch": None, "test_correct_by_epoch": [1135, 980]},
+            {"seed": 2, "left_plateau_epoch": 2, "test_correct_by_epoch": [1135, 4000]}]
+    summary = depth.summarize_seeds(rows, 1135, 10000)
+    assert summary["stuck"] == [0, 1] and summary["at_chance"] == [0] and summary["left"] == {2: 2}
+    assert summary["chance"] == 0.1135
+
+
+def test_depth_lecture_prints_a_summary_that_matches_the_per_seed_histories(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["experiment", "depth", "--lecture", "--seeds", "0,1", "--quick", "--epochs", "1", "--threads", "1",
+                 "--device", "cpu", "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    rows = result["tables"]["the 9-layer net, one row per seed"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    test_n = 1000  # --quick's test images
+    for r in rows:  # the row's own fields agree with its recorded per-epoch accuracies
+        assert len(r["test_acc_by_epoch"]) == 1 and r["test_acc"] == r["test_acc_by_epoch"][-1]
+        assert r["test_correct_by_epoch"] == [round(a * test_n) for a in r["test_acc_by_epoch"]]
+        assert r["left_plateau_epoch"] == next((i + 1 for i, a in enumerate(r["test_acc_by_epoch"]) if a >= 0.2), None)
+        assert r["grad_ratio_last_to_first"] == pytest.approx(r["grad_last_layer"] / r["grad_first_layer"])
+    stuck = [r["seed"] for r in rows if all(a < 0.2 for a in r["test_acc_by_epoch"])]
+    claims = {c["quantity"]: c["mnistlab"] for c in result["tables"][LECTURE_TABLE]}
+    plateau = claims["seeds still on the plateau after 1 epochs"]
+    assert plateau.startswith(f"{len(stuck)} of 2 ") and plateau in printed
+    assert "the lecture's 11% is one outcome of a seed-dependent race" in printed
+    assert printed.index("seed 0: ") < printed.index("seed 1: ") < printed.index("lecture vs mnistlab")
+    assert "left_plateau_epoch: the first epoch whose test accuracy is 20% or more" in printed
+    assert result["figures"] == ["depth_seeds.png"] and (out / "depth_seeds.png").stat().st_size > 10_000

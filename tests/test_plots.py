@@ -149,6 +149,18 @@ def test_series_bars_and_weights(tmp_path):
         plots.plot_weight_templates(torch.randn(3, 10), tmp_path / "bad.png")
 
 
+def test_accuracy_per_epoch_draws_one_line_per_run_and_the_reference_lines(tmp_path):
+    series = {"seed 0": [0.1135] * 5 + [0.36, 0.89, 0.93, 0.95], "seed 1": [0.1135] * 3 + [0.22, 0.53, 0.93, 0.94, 0.95, 0.96],
+              "sigmoid": [0.098] + [0.1135] * 8}
+    path = plots.plot_accuracy_per_epoch(series, tmp_path / "e.png", "9 layers", lines={"plateau": 0.2, "lecture": 0.11},
+                                         dashed=["sigmoid"])
+    _check_png(path)
+    # The two solid runs in matplotlib's C0 and C1, the dashed one in black; C2 is not used.
+    with Image.open(path) as im:
+        colours = {c for _, c in im.convert("RGB").getcolors(maxcolors=1 << 20)}
+    assert {(31, 119, 180), (255, 127, 14), (0, 0, 0)} <= colours and (44, 160, 44) not in colours
+
+
 def test_overwrite_is_atomic_replacement(tmp_path):
     path = tmp_path / "b.png"
     path.write_bytes(b"old")

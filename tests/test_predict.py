@@ -55,7 +55,7 @@ def test_blank_images_say_no_digit_and_exit_1(run, pictures, capsys):
     assert captured.out.splitlines() == [f"{f}: no digit found (blank image)" for f in files]
     assert _one_line_error(captured.err) == "mnistlab: error: no digit found in any of the 4 images (all blank)"
     assert main(["predict", str(run), files[0]]) == 1
-    assert capsys.readouterr().err.strip() == "mnistlab: error: no digit found (the image is blank)"
+    assert capsys.readouterr().err.strip() == f"mnistlab: error: {files[0]}: no digit found (the image is blank)"
 
 
 def test_json_marks_blanks_and_gives_them_no_class(run, pictures, capsys):
@@ -158,3 +158,155 @@ def test_library_calls_validate_too(run, pictures):
             evaluate_checkpoint(str(run), batch_size=bad)
     with pytest.raises(ConfigError, match="--threshold"):
         evaluate_checkpoint(str(run), threshold=2.0)
+
+
+# ----------------------------------------------------------------------------- unreadable inputs
+
+
+def _labels(run: Path, files: list[str], capsys) -> list:
+    """Each file predicted on its own (the oracle): its class, or "blank"."""
+    labels = []
+    for f in files:
+        main(["predict", str(run), f, "--json"])
+        (r,) = json.loads(capsys.readouterr().out)
+        labels.append("blank" if r["blank"] else (r["class"], round(r["prob"], 5)))
+    return labels
+
+
+def test_bad_files_among_good_ones_each_get_one_error_line(run, pictures, tmp_path, capsys):
+    """Issue 27: one bad file once stopped the command before any file was classified."""
+    corrupt = tmp_path / "corrupt.png"
+    png = pictures["seven.png"].read_bytes()
+    corrupt.write_bytes(png[: len(png) // 2])
+    missing = tmp_path / "missing.png"
+    good = [str(pictures["seven.png"]), str(pictures["white.png"]), str(pictures["seven-inverted.png"])]
+    argv = [good[0], str(corrupt), good[1], str(missing), good[2]]
+    assert main(["predict", str(run), *argv]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == good  # the readable ones, in the order given
+    assert lines[1] == f"{good[1]}: no digit found (blank image)"
+    errors = captured.err.splitlines()
+    assert len(errors) == 2 and "Traceback" not in captured.err
+    assert errors[0].startswith(f"mnistlab: error: {corrupt}: truncated or corrupt image data (")
+    assert errors[1] == f"mnistlab: error: {missing}: no such file"
+    # The classes are those of each file predicted alone; JSON holds the errors in place.
+    assert main(["predict", str(run), *argv, "--json"]) == 1
+    results = json.loads(capsys.readouterr().out)
+    assert results[1] == {"file": str(corrupt), "error": errors[0].split(f"{corrupt}: ", 1)[1]}
+    assert results[3] == {"file": str(missing), "error": "no such file"}
+    batch = ["blank" if r["blank"] else (r["class"], round(r["prob"], 5)) for r in results[::2]]
+    assert batch == _labels(run, good, capsys)
+    # --skip-bad: the same answers, the errors as warnings, exit 0.
+    assert main(["predict", str(run), *argv, "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == lines
+    assert captured.err.splitlines() == [e.replace("error:", "warning:", 1) for e in errors]
+
+
+def test_nothing_readable_exits_1_with_or_without_skip_bad(run, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    assert main(["predict", str(run), str(bad)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"mnistlab: error: {bad}: not a recognised image format"]
+    assert main(["predict", str(run), str(bad), str(tmp_path / "gone.png"), "--skip-bad"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        f"mnistlab: warning: {bad}: not a recognised image format",
+        f"mnistlab: warning: {tmp_path / 'gone.png'}: no such file",
+        "mnistlab: error: none of the 2 images could be read",
+    ]
+
+
+def _csv_with_bad_rows(path: Path, rows: np.ndarray) -> tuple[Path, list[int]]:
+    """`rows` written as a pixel CSV with a blank line after row 2 and these rows broken (1-based)."""
+    broken = {3: "short", 7: "word", 12: "range", 20: "nan", 130: "negative", 299: "long"}
+    lines = [",".join(f"pixel{i}" for i in range(rows.shape[1]))]
+    for n, r in enumerate(rows.tolist(), 1):
+        cells = [str(v) for v in r]
+        kind = broken.get(n)
+        if kind == "short":
+            cells = cells[:-1]
+        elif kind == "long":
+            cells.append("0")
+        elif kind:
+            cells[100] = {"word": "ink", "range": "300", "nan": "nan", "negative": "-1"}[kind]
+        lines.append(",".join(cells))
+        if n == 2:
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path, sorted(broken)
+
+
+def test_csv_with_bad_rows_writes_nothing_unless_skip_bad(run, mnist_raw, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rows = mnist_raw.test_x[:300].reshape(300, -1)  # three parsing chunks: the bad rows sit in two of them
+    csv, bad = _csv_with_bad_rows(tmp_path / "test.csv", rows)
+    out = tmp_path / "submission.csv"
+    out.write_text("an earlier submission\n")
+    assert main(["predict", str(run), "--csv", str(csv), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    message = (f"{csv}: 6 of 300 rows cannot be read: rows 3, 7, 12 and 3 more "
+               "(first: row 3 (line 5) has 783 values, expected 784 (pixels))")  # the blank line 4 is no row
+    assert _one_line_error(captured.err) == (f"mnistlab: error: {message}; nothing written (--skip-bad writes the "
+                                             "table with those rows labelled as blank images)")
+    assert captured.out == "" and out.read_text() == "an earlier submission\n"
+    assert main(["predict", str(run), "--csv", str(csv)]) == 1  # to stdout: the same
+    assert capsys.readouterr().out == ""
+    # --skip-bad: every ImageId, the readable rows labelled as the model labels them, the bad ones as a blank image.
+    assert main(["predict", str(run), "--csv", str(csv), "--out", str(out), "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote 300 predictions to {out}"
+    assert _one_line_error(captured.err) == (f"mnistlab: warning: {message}; --skip-bad: their ImageIds are in the "
+                                             "table, labelled as blank images (guesses)")
+    table = out.read_text().splitlines()
+    assert table[0] == "ImageId,Label" and [int(t.split(",")[0]) for t in table[1:]] == list(range(1, 301))
+    from mnistlab.evaluation.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(run)
+    expected = predictor.classify(rows.reshape(300, 28, 28).astype(np.uint8))
+    expected[np.array(bad) - 1] = predictor.classify(np.zeros((1, 28, 28), np.uint8))[0]
+    assert [int(t.split(",")[1]) for t in table[1:]] == expected.tolist()
+
+
+def test_a_csv_without_any_readable_row_writes_nothing_even_with_skip_bad(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    csv = _write_csv(tmp_path / "test.csv", np.full((2, 784), 999))
+    out = tmp_path / "sub.csv"
+    assert main(["predict", str(run), "--csv", str(csv), "--out", str(out), "--skip-bad"]) == 1
+    assert _one_line_error(capsys.readouterr().err) == (
+        f"mnistlab: error: {csv}: 2 of 2 rows cannot be read: rows 1 and 2 "
+        "(first: row 1 (line 2): pixel0 = 999 is outside 0..255); nothing written")
+    assert not out.exists()
+
+
+def test_the_row_list_is_compact():
+    from mnistlab.data.custom import describe_rows
+
+    assert describe_rows([5]) == "row 5"
+    assert describe_rows([3, 7]) == "rows 3 and 7"
+    assert describe_rows(np.array([3, 7, 12, 40])) == "rows 3, 7, 12 and 40"
+    assert describe_rows(np.arange(1, 44) * 1000) == "rows 1,000, 2,000, 3,000 and 40 more"
+
+
+# ----------------------------------------------------------------------------- errors name their files
+
+
+def test_evaluate_errors_name_the_data_and_the_checkpoint(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    small = tmp_path / "small.csv"
+    small.write_text("label," + ",".join(f"pixel{i}" for i in range(16)) + "\n"
+                     + "".join(f"{i % 2}," + ",".join(map(str, rng.integers(0, 256, 16))) + "\n" for i in range(20)))
+    three = tmp_path / "three.csv"
+    three.write_text("label," + ",".join(f"pixel{i}" for i in range(784)) + "\n"
+                     + "".join(f"{i % 3}," + ",".join(["0"] * 784) + "\n" for i in range(30)))
+    ckpt = run / "last.safetensors"
+    assert main(["evaluate", str(run), "--dataset", f"csv:{small}"]) == 1
+    assert _one_line_error(capsys.readouterr().err) == (
+        f"mnistlab: error: csv:{small}: images are (1, 4, 4) but {ckpt} was trained on (1, 28, 28)")
+    assert main(["evaluate", str(run), "--dataset", f"csv:{three}"]) == 1
+    assert _one_line_error(capsys.readouterr().err) == f"mnistlab: error: csv:{three}: 3 classes, but {ckpt} has 10"
+    assert main(["predict", str(run), "--csv", str(small)]) == 1
+    assert _one_line_error(capsys.readouterr().err) == (
+        f"mnistlab: error: {small}: rows are 4x4 images but {run} takes 28x28")

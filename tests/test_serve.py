@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,18 @@ def test_healthz_and_model_card(client):
     assert card["class_names"] == [str(i) for i in range(10)]
     assert card["parameters"] == sum(p.numel() for p in Predictor.from_checkpoint(FIXTURE).model.parameters())
     assert card["test_accuracy"] == pytest.approx(json.loads((FIXTURE / "evaluation.json").read_text())["accuracy"])
+
+
+def test_the_app_reads_the_checkpoint_once(monkeypatch):
+    """The model and its card come from one read of the file (the one checkpoint reader)."""
+    from mnistlab.runs import checkpoint
+
+    real, reads = checkpoint.read_checkpoint, []
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda *a, **k: reads.append(a) or real(*a, **k))
+    card = create_app(FIXTURE).state.service.card
+    assert len(reads) == 1
+    assert card["model"] == "fastcnn" and card["checkpoint"] == "last.safetensors" and card["run"] == FIXTURE.name
+    assert card["test_accuracy"] == 0.9457
 
 
 def test_page_is_self_contained(client):
@@ -210,6 +224,30 @@ def test_bad_requests_are_4xx_json_and_the_server_keeps_serving(client, name, kw
     assert isinstance(error, str) and error and "Traceback" not in error and "\n" not in error
     ok = client.post("/api/predict", content=png(drawing("1")), headers=PNG)
     assert ok.status_code == 200 and ok.json()["label"] == "1"
+
+
+def test_errors_about_uploaded_files_name_them(client):
+    """A multipart file's error starts with the name the client sent (its last path part), as
+    `mnistlab predict`'s name the file; a name sent twice adds the index; other bodies are "body" or "item N"."""
+    good = png(drawing("1"))
+    cases = [
+        ([("f", ("digit.png", good[:300], "image/png"))], 422, "digit.png: truncated or corrupt image data"),
+        ([("f", ("C:\\Users\\me\\seven.png", b"nope", "image/png"))], 422, "seven.png: not a PNG image"),
+        ([("f", ("../up/x.svg", b"<svg/>", "image/svg+xml"))], 415, "x.svg: unsupported content type image/svg+xml"),
+        ([("f", ("ok.png", good, "image/png")), ("f", ("bad.png", good[:300], "image/png"))], 422,
+         "bad.png: truncated or corrupt image data"),  # found when the batch is prepared: the bad one named
+        ([("f", ("a.png", good, "image/png")), ("f", ("a.png", b"nope", "image/png"))], 422, "file 1 (a.png): not a"),
+    ]
+    for files, status, start in cases:
+        r = client.post("/api/predict", files=files)
+        assert r.status_code == status and list(r.json()) == ["error"], r.text
+        assert r.json()["error"].startswith(start), r.json()
+    r = client.post("/api/predict", content=good[:300], headers=PNG)
+    assert r.json()["error"].startswith("body: truncated or corrupt image data")
+    r = client.post("/api/predict", json=[{"pixels": [0] * 784}, {"image": base64.b64encode(good[:300]).decode()}])
+    assert r.json()["error"].startswith("item 1: truncated or corrupt image data")
+    ok = client.post("/api/predict", files=[("f", ("one.png", good, "image/png"))])
+    assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == "1"
 
 
 def test_declared_length_over_the_cap_is_refused_before_reading(client):
@@ -452,7 +490,7 @@ def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_answer()
 
     service = create_app(FIXTURE).state.service
     real, calls = service.answer_many, []
-    service.answer_many = lambda requests: calls.append(len(requests)) or real(requests)
+    service.answer_many = lambda requests, names=None: calls.append(len(requests)) or real(requests, names)
     requests = [[png(drawing(k))] for k in "1077"] + [[b"\x89PNG\r\n\x1a\nbroken"], [np.zeros((28, 28), np.uint8)],
                                                        [png(drawing("0")), png(drawing("1"))]]
 
@@ -490,27 +528,191 @@ def test_a_killed_servers_readiness_folder_is_swept_by_the_next_one(tmp_path, mo
         return path
 
     dead = folder("mnistlab-serve-dead")  # a server killed with SIGKILL: nobody holds its lock
+    just_dead = folder("mnistlab-serve-just-dead", age=time.time())  # killed a moment ago: removed all the same
     alive = folder("mnistlab-serve-alive")  # a running server (here: this test) holds its lock
     held = os.open(alive, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(held, fcntl.LOCK_EX)
-    young = folder("mnistlab-serve-young", age=time.time())  # perhaps a server still taking its lock
+    making = folder(".mnistlab-serve-making", age=time.time())  # perhaps a server about to take its lock
+    stale = folder(".mnistlab-serve-stale")  # one killed between making its folder and locking it
     (tmp_path / "mnistlab-serve-link").symlink_to(alive)  # not a folder of ours: never followed
     try:
         new, lock = _ready_folder()
         assert Path(new).parent == tmp_path and Path(new).name.startswith("mnistlab-serve-")
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(new).name, alive.name, young.name,
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(new).name, alive.name, making.name,
                                                                      "mnistlab-serve-link"])
-        assert (alive / "123").exists()
+        assert (alive / "123").exists() and not dead.exists() and not just_dead.exists() and not stale.exists()
         # The new folder's lock is held while the server runs: the next server leaves it alone.
         other = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
         with pytest.raises(BlockingIOError):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(other)
-        os.utime(new, (old, old))
         os.close(_ready_folder()[1])
         assert Path(new).is_dir()
-        os.close(lock)  # the server stops (or dies): its folder is now fair game
+        os.close(lock)  # the server stops (or dies): its folder is now fair game, at once
         os.close(_ready_folder()[1])
-        assert not Path(new).exists() and not dead.exists()
+        assert not Path(new).exists()
     finally:
         os.close(held)
+
+
+def _serve_two(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """`mnistlab serve --workers 2` in a session of its own, its readiness folder in tmp_path: (it, its workers)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "TMPDIR": str(tmp_path)},
+                            cwd=tmp_path, start_new_session=True)
+    proc.stdout.readline()
+    assert proc.stdout.readline().startswith("open http"), proc.stderr.read()  # both workers have built their app
+    return proc, [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+
+
+def _gone(pids: list[int], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split(")")[-1][:3]
+                   for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
+def test_a_sigkilled_serve_leaves_no_readiness_folder(tmp_path):
+    """SIGKILL on the parent alone: its workers stop and remove its folder (nothing is left at all).
+    SIGKILL on the parent and its workers at once: the next start removes the folder at once."""
+    first, workers = _serve_two(tmp_path)
+    try:
+        assert len(list(tmp_path.glob("mnistlab-serve-*/*"))) == 2
+        os.killpg(first.pid, signal.SIGKILL)  # the whole group: nobody cleans up
+        first.wait(30)
+        assert _gone(workers)
+        (left,) = tmp_path.glob("mnistlab-serve-*")
+    finally:
+        first.kill()
+    second, workers = _serve_two(tmp_path)
+    try:
+        assert not left.exists()  # removed by the next start, young as it is
+        assert len(list(tmp_path.glob("mnistlab-serve-*"))) == 1
+        second.kill()  # SIGKILL on the parent alone
+        second.wait(30)
+        assert _gone(workers)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(second.pid, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- oversized bodies, real connections
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 workers"])
+def small_server(request, tmp_path_factory):
+    """`mnistlab serve --max-body 0.25` (256 KiB) with 1 or 2 worker processes: (url, the process)."""
+    tmp = tmp_path_factory.mktemp("serve")
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--max-body", "0.25",
+                             "--workers", str(request.param)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**_env(), "TMPDIR": str(tmp)}, cwd=tmp)
+    try:
+        proc.stdout.readline()
+        yield proc.stdout.readline().split()[1], proc  # printed once every process answers
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err and "Exception" not in err, err
+
+
+def _chunks(body: bytes, size: int = 65536):
+    return (body[i : i + size] for i in range(0, len(body), size))
+
+
+def _urllib_post(url: str, body: bytes, chunked: bool) -> tuple[int, dict]:
+    """urllib as people use it: it sends `Connection: close` and writes the whole body before reading."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "image/png", **({"Transfer-Encoding": "chunked"} if chunked else {})}
+    req = urllib.request.Request(url + "api/predict", data=_chunks(body) if chunked else body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _httpx_post(url: str, body: bytes, chunked: bool, close: bool = False) -> tuple[int, dict]:
+    import httpx
+
+    headers = {"content-type": "image/png", **({"connection": "close"} if close else {})}
+    with httpx.Client(timeout=30) as client:  # h11: also writes the whole body, then reads
+        r = client.post(url + "api/predict", content=_chunks(body) if chunked else body, headers=headers)
+        return r.status_code, r.json()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversized_bodies_get_the_413_json_not_a_reset(small_server, chunked):
+    """A client that writes a 5 MB body before it reads gets the 413 JSON (before the lingering close,
+    urllib saw "Connection reset by peer" or "Broken pipe": the server answered and closed while it
+    was still sending); keep-alive clients too, and the server goes on serving."""
+    url, _ = small_server
+    body = b"\0" * (5 * 1024 * 1024)
+    expected = "request body is over the limit of 262,144 bytes" if chunked else \
+        "request body is 5,242,880 bytes, over the limit of 262,144"
+    for post in (_urllib_post, _httpx_post, lambda u, b, c: _httpx_post(u, b, c, close=True)):
+        for _ in range(2):
+            assert post(url, body, chunked) == (413, {"error": expected})
+    status, answer = _urllib_post(url, png(drawing("7")), chunked)
+    assert status == 200 and answer["label"] == "7"
+
+
+def _raw_request(url: str, length: int) -> socket.socket:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    conn.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {length}\r\n\r\n"
+                 .encode())
+    return conn
+
+
+def _answer_then_end(conn) -> bytes:
+    data = b""
+    while chunk := conn.recv(65536):  # the answer, then the end of the stream (the server shut its side)
+        data += chunk
+    return data
+
+
+def test_a_lingering_connection_is_drained_within_bounds(small_server):
+    """After the early 413 the server reads and drops what the client still sends, until the client
+    closes (a clean end, no reset), for at most LINGER_BYTES bytes or LINGER_IDLE seconds of silence."""
+    from mnistlab.serve.protocol import LINGER_BYTES, LINGER_IDLE
+
+    url, _ = small_server
+    # A client that reads the answer while sending, sends the rest, then closes its side: no reset.
+    conn = _raw_request(url, 8 * 1024 * 1024)
+    with conn:
+        conn.sendall(b"\0" * 65536)
+        answer = _answer_then_end(conn)
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+        conn.sendall(b"\0" * (8 * 1024 * 1024 - 65536))
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1) == b""  # not ConnectionResetError
+    # One that sends on past the bound is cut off (here a reset is fine: it was told to stop).
+    conn = _raw_request(url, 2 * LINGER_BYTES)
+    with conn:
+        assert _answer_then_end(conn).startswith(b"HTTP/1.1 413")
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(2 * LINGER_BYTES // 65536):
+                conn.sendall(b"\0" * 65536)
+    # One that goes silent without closing is closed after LINGER_IDLE seconds.
+    conn = _raw_request(url, 8 * 1024 * 1024)
+    with conn:
+        assert _answer_then_end(conn).startswith(b"HTTP/1.1 413")
+        time.sleep(LINGER_IDLE + 0.5)
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(20):  # the first send may still be accepted; the reset answers it
+                conn.sendall(b"\0" * 65536)
+                time.sleep(0.05)
+    status, answer = _httpx_post(url, png(drawing("1")), chunked=False)
+    assert status == 200 and answer["label"] == "1"

@@ -32,7 +32,8 @@ import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from mnistlab.serve.app import create_app  # noqa: E402
+from mnistlab.serve.app import MAX_BODY, create_app  # noqa: E402
+from mnistlab.serve.workers import http_protocol  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "legacy-6a3e47d" / "fastcnn-tiny"
@@ -52,7 +53,7 @@ def server():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http=http_protocol()))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -182,6 +183,17 @@ def test_upload_an_mnist_test_digit(page, mnist_raw):
     page.wait_for_function("(before) => document.getElementById('canvas').dataset.version !== before", arg=before)
     assert settled(page) == "7"
     assert sum(preview_pixels(page)) > 0
+
+
+def test_an_oversized_upload_gets_the_413_json_in_the_browser(page):
+    """The browser's fetch of a body over --max-body reads the 413 JSON, not a network error."""
+    got = page.evaluate("""async (size) => {
+      const res = await fetch("api/predict", {method: "POST", headers: {"Content-Type": "image/png"},
+                                             body: new Uint8Array(size)});
+      return [res.status, await res.json()];
+    }""", MAX_BODY + 2 * 1024 * 1024)
+    assert got == [413, {"error": f"request body is {MAX_BODY + 2 * 1024 * 1024:,} bytes, over the limit of {MAX_BODY:,}"}]
+    assert settled(page) == ""  # the page still answers
 
 
 def test_touch_drawing_on_a_phone(browser, server):

@@ -95,3 +95,52 @@ def test_cli_examples_print_weights_and_plot(tmp_path, capsys, example, expected
     out = capsys.readouterr().out
     assert expected in out and "test" in out
     assert plot.stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- degenerate tables (issue 28)
+
+
+@pytest.mark.parametrize("content,task,test_size,message", [
+    ("area,price\n50,100\n", "regression", "0", "one data row cannot be fitted meaningfully: regression needs at least 2 rows"),
+    ("area,price\n50,100\n", "regression", "0.25", "one data row cannot be fitted meaningfully"),
+    ("area,q\n50,good\n", "classification", "0", "one data row cannot be fitted meaningfully: classification needs at least 2"),
+    ("area,price\n50,100\n60,100\n70,100\n", "regression", "0",
+     "column 'price' holds the same value (100) in all 3 rows: there is nothing to fit, and R^2 is undefined"),
+    ("area,price\n50,100\n60,120\n", "regression", "0.25",
+     "2 data rows are too few for --test-size 0.25: 1 test row would leave 1 to fit, and a fit needs 2"),
+    ("area,q\n50,a\n60,a\n70,a\n", "classification", "0", "column 'q' holds one class only ('a')"),
+    ("area,q\n50,a\n60,b\n70,c\n80,c\n", "classification", "0.5",
+     "class 'a' of column 'q' has 1 row, and --test-size 0.5 puts it in the test rows: the fit would never see it"),
+])
+def test_degenerate_tables_are_one_line_errors_not_nan(tmp_path, capsys, content, task, test_size, message):
+    path = tmp_path / "t.csv"
+    path.write_text(content)
+    target = "price" if task == "regression" else "q"
+    assert main(["tabular", "--csv", str(path), "--target", target, "--task", task, "--test-size", test_size]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith(f"mnistlab: error: {path}: ") and message in err, err
+    assert "\n" not in err and "nan" not in err.lower() and captured.out == ""
+
+
+def test_r2_of_rows_without_spread_is_undefined_not_nan(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("area,price\n50,100\n60,120\n70,100\n80,100\n90,100\n")  # the test rows drawn hold 100 only
+    result = run_tabular(path, "price", "regression", test_size=0.4, seed=0)
+    test_y = result["table"].y[result["test_idx"]]
+    assert len(test_y) == 2 and np.all(test_y == 100)  # (the seed-0 split this test relies on)
+    assert result["test"]["r2"] is None and result["test"]["r2_undefined"] == "all 2 rows are 100"
+    assert result["train"]["r2"] is not None and np.isfinite(result["train"]["r2"])
+    assert main(["tabular", "--csv", str(path), "--target", "price", "--task", "regression", "--test-size", "0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "test   MSE 44.44  R^2 undefined (all 2 rows are 100: no spread to explain)" in out
+    assert "nan" not in out.lower()
+
+
+def test_as_many_parameters_as_training_rows_is_said_beside_the_perfect_r2(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("area,price\n50,100\n60,120\n")
+    assert main(["tabular", "--csv", str(path), "--target", "price", "--task", "regression", "--test-size", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "R^2 1.0000" in out
+    assert "note: 2 training rows for 2 parameters (a weight per feature and the intercept)" in out

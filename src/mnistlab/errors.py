@@ -45,3 +45,13 @@ class DistributedError(MnistlabError, RuntimeError):
 
 class FigureError(MnistlabError, RuntimeError):
     """A figure could not be drawn; the message names it (the run's other files are already written)."""
+
+
+def with_name(name: str, message: str) -> str:
+    """`name: message`, the way every error about a user's file reads; not doubled when it already is."""
+    return message if message.startswith(f"{name}: ") else f"{name}: {message}"
+
+
+def without_name(name: str, message: str) -> str:
+    """The reason alone: `message` without a leading `name: ` (for output that shows the name beside it)."""
+    return message[len(name) + 2 :] if message.startswith(f"{name}: ") else message

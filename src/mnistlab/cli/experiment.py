@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("name", metavar="NAME", choices=_Experiments(), help="experiment: %(choices)s")
     p.add_argument("--quick", action="store_true", help="seconds instead of minutes: a data subset, few steps, rough numbers")
     p.add_argument("--out-dir", help="output folder (default: experiments/<name>-<time>)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=int, help="random seed (default: 0; with --lecture: that one seed)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="where to train (default: auto)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     p.add_argument("--epochs", type=_positive_float, help="train each variant this many epochs (default: the experiment's own)")
@@ -64,6 +64,10 @@ def register(sub: Any) -> None:
                    help="also write a TensorBoard log per arm (variant) of the lesson, so that TensorBoard's run "
                         "selector compares them (the tensorboard extra): DIR/<lesson>/<arm>, or without DIR "
                         "<out-dir>/tb/<arm> (with all: <out-dir>/tb/<lesson>/<arm>)")
+    p.add_argument("--lecture", action="store_true",
+                   help="depth only: just the lecture's 9-layer net at its settings, once per --seeds, with the test "
+                        "accuracy after every epoch: how many seeds stay on the 11%% plateau, when the others leave it")
+    p.add_argument("--seeds", help="depth --lecture: the seeds, as a list and/or ranges, e.g. 0-9 or 0,3,7 (default: 0-4)")
     p.set_defaults(func=cmd_experiment)
 
 
@@ -75,10 +79,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads <= 0:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
+    seeds = _lesson_options(args)
     out_dir = Path(args.out_dir) if args.out_dir else Path("experiments") / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     tensorboard = _tensorboard_dir(args, out_dir)
-    opts = Options(out_dir=out_dir, quick=args.quick, seed=args.seed, device=args.device, threads=args.threads,
-                   epochs=args.epochs, tensorboard=tensorboard)
+    opts = Options(out_dir=out_dir, quick=args.quick, seed=args.seed or 0, device=args.device, threads=args.threads,
+                   epochs=args.epochs, tensorboard=tensorboard, lecture=args.lecture, seeds=seeds,
+                   progress=lambda line: print(line, flush=True))
     if args.quick:
         print(f"note: {ROUGH_NOTE}", flush=True)
     if args.name == "all":
@@ -120,6 +126,26 @@ def _tensorboard_dir(args: argparse.Namespace, out_dir: Path) -> Path | None:
 def _print_tensorboard(folder: Path) -> None:
     runs = sorted({p.parent.relative_to(folder).as_posix() for p in folder.rglob("events.out.tfevents.*")})
     print(f"TensorBoard: {len(runs)} run{'s' * (len(runs) != 1)} in {folder}; view: tensorboard --logdir {folder}", flush=True)
+
+
+def _lesson_options(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """Check --lecture and --seeds against the lesson (no option silently ignored); the parsed seeds."""
+    from mnistlab.errors import ConfigError
+    from mnistlab.lessons.experiments import get_experiment
+    from mnistlab.lessons.experiments.depth import parse_seeds
+
+    given = [flag for flag, on in (("lecture", args.lecture), ("seeds", args.seeds is not None)) if on]
+    accepted = () if args.name == "all" else get_experiment(args.name).options
+    for flag in given:
+        if flag not in accepted:
+            raise ConfigError(f"--{flag}: only `mnistlab experiment depth` has it, not {args.name}")
+    if args.seeds is None:
+        return (args.seed,) if args.lecture and args.seed is not None else None
+    if not args.lecture:
+        raise ConfigError("--seeds runs the 9-layer net once per seed: add --lecture (the full lesson uses --seed)")
+    if args.seed is not None:
+        raise ConfigError("--lecture: give either --seed S or --seeds LIST, not both")
+    return parse_seeds(args.seeds)
 
 
 def _run_all(opts: Options, quick: bool) -> int:

@@ -38,16 +38,19 @@ def _megabytes(text: str) -> float:
 
 
 READY_PREFIX = "mnistlab-serve-"
-SWEEP_AFTER_S = 10.0  # a readiness folder younger than this may be one whose server is still taking its lock
+SWEEP_AFTER_S = 10.0  # a folder still being made (".mnistlab-serve-*", not yet locked) is left alone this long
 
 
 def _ready_folder() -> tuple[str, int | None]:
     """A new readiness folder for the worker processes, and the descriptor of the lock this server holds
     on it while it runs (None where the OS has no flock).
 
-    First, the folders left by servers that were killed (SIGKILL skips the cleanup) are removed: ours,
-    older than SWEEP_AFTER_S, whose lock nobody holds. A lock, unlike a pid, also tells a live server in
-    another pid namespace that shares the temp folder, and does not mind a pid that was reused.
+    First, the folders left by servers that were killed (SIGKILL skips the cleanup; the workers of a
+    killed parent remove its folder as they stop, but not when they are killed too) are removed: ours,
+    whose lock nobody holds. A lock, unlike a pid, also tells a live server in another pid namespace
+    that shares the temp folder, and does not mind a pid that was reused. A folder is made under a
+    hidden name and renamed once its lock is held, so every "mnistlab-serve-*" folder without a held
+    lock is a dead server's, whatever its age: the next start removes it at once.
     """
     try:
         import fcntl
@@ -55,15 +58,17 @@ def _ready_folder() -> tuple[str, int | None]:
         return tempfile.mkdtemp(prefix=READY_PREFIX), None
     tmp = tempfile.gettempdir()
     try:
-        names = [n for n in os.listdir(tmp) if n.startswith(READY_PREFIX)]
+        names = [n for n in os.listdir(tmp) if n.startswith((READY_PREFIX, "." + READY_PREFIX))]
     except OSError:
         names = []
     for name in names:
         path = os.path.join(tmp, name)
         try:
             info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or time.time() - info.st_mtime < SWEEP_AFTER_S:
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
                 continue
+            if name.startswith(".") and time.time() - info.st_mtime < SWEEP_AFTER_S:
+                continue  # perhaps a server between making its folder and taking the lock
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
@@ -74,10 +79,19 @@ def _ready_folder() -> tuple[str, int | None]:
         finally:
             os.close(fd)
         shutil.rmtree(path, ignore_errors=True)
-    folder = tempfile.mkdtemp(prefix=READY_PREFIX)
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process closes it or dies
-    return folder, fd
+    while True:
+        making = tempfile.mkdtemp(prefix="." + READY_PREFIX)
+        fd = os.open(making, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process closes it or dies
+        folder = os.path.join(tmp, os.path.basename(making)[1:])
+        if not os.path.lexists(folder):
+            try:
+                os.rename(making, folder)  # the same inode: the lock goes with it
+                return folder, fd
+            except OSError:
+                pass
+        os.close(fd)
+        os.rmdir(making)
 
 
 def _announce_when_ready(ready: str, workers: int, line: str, timeout: float = 120.0) -> None:
@@ -176,7 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     card = app.state.service.card
     if app.state.service.predictor.assumptions():  # an .onnx file from elsewhere
         warn(app.state.service.predictor.assumptions())
-    from mnistlab.serve.workers import balanced_sockets_supported, run_server, serve_processes
+    from mnistlab.serve.workers import balanced_sockets_supported, http_protocol, run_server, serve_processes
 
     balanced = args.workers > 1 and balanced_sockets_supported()
     sock = _listen(args.host, args.port, balanced)
@@ -192,8 +206,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(announce, flush=True)  # this process's app is built: it answers from the first connection
     # A cap on open connections (503 beyond) bounds the memory that bodies waiting for a worker can hold.
     # No proxy-header rewriting: nothing here reads the client's address, and the wrapper costs every request.
+    # A connection closed while its request still arrives (a 413 before the body is read) lingers, so
+    # that a client that writes everything before it reads gets the answer, not a reset (http_protocol).
     settings = dict(log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
-                    limit_concurrency=MAX_CONNECTIONS, proxy_headers=False)
+                    limit_concurrency=MAX_CONNECTIONS, proxy_headers=False, http=http_protocol())
     cleanup: list = []
     try:
         if args.workers == 1:

@@ -2,7 +2,8 @@
 
 Every `mnistlab train` option is accepted and fixed for all trials; `--space FILE.json` (or the
 model's default space) says what varies. `--trials N` runs N more trials into the study (Optuna's
-n_trials), split exactly between `--workers K` processes that share `--storage`.
+n_trials), taken one at a time by `--workers K` processes that share `--storage` until this command's
+run holds N (a trial whose worker died is re-run once, with its parameters, and still counts once).
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from mnistlab.cli._common import EXIT_INTERRUPTED, PROG, check_positive, err, out
+from mnistlab.cli._common import EXIT_INTERRUPTED, PROG, check_positive, err, out, warn
 from mnistlab.cli.train import _flags, add_config_options, config_from_args
 from mnistlab.config import PRESETS, Config, read_config_file
 from mnistlab.cpus import usable_cpus
 from mnistlab.errors import ConfigError, MnistlabError
+
+# sweep/study.py's heartbeat defaults, repeated for --help (this module loads without torch; a test holds them equal).
+HEARTBEAT, GRACE = 10, 30
 
 
 def _value(v: Any) -> str:
@@ -41,17 +47,19 @@ def trial_line(row: dict[str, Any]) -> str:
 
 
 def trial_table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
-    """The study's trials as a fixed-width table: number, state, val acc, then each parameter."""
-    cells = [["trial", "state", "val acc", *names]]
+    """The study's trials as a fixed-width table: number, state, val acc, each parameter, and a note if any has one."""
+    notes = any(r.get("error") for r in rows)  # a last column says why a trial failed, or what it re-ran
+    cells = [["trial", "state", "val acc", *names, *(["note"] if notes else [])]]
     for r in rows:
         cells.append([str(r["number"]), r["state"].lower(), _acc(r["val_acc"]).strip(),
-                      *(_value(r["params"][n]) if n in r["params"] else "-" for n in names)])
+                      *(_value(r["params"][n]) if n in r["params"] else "-" for n in names),
+                      *([r.get("error") or ""] if notes else [])])
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     return ["  ".join(c.rjust(w) if i in (0, 2) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
             for row in cells]
 
 
-def _worker_main(spec: Any, n_trials: int, worker: int, threads: int | None, quiet: bool) -> None:
+def _worker_main(spec: Any, worker: int, threads: int | None, quiet: bool) -> None:
     """A worker process: its share of the trials, one line each; errors as one line and an exit code."""
     import torch
 
@@ -60,7 +68,7 @@ def _worker_main(spec: Any, n_trials: int, worker: int, threads: int | None, qui
     if threads:
         torch.set_num_threads(threads)
     try:
-        run_worker(spec, n_trials, worker, on_trial=None if quiet else (lambda row: out(trial_line(row))))
+        run_worker(spec, worker, on_trial=None if quiet else (lambda row: out(trial_line(row))))
     except MnistlabError as e:
         err(f"worker {worker}: {e}")
         sys.exit(1)
@@ -78,22 +86,43 @@ def _given(args: argparse.Namespace) -> set[str]:
     return keys
 
 
-def _run_workers(spec: Any, per_worker: list[int], threads: int | None, quiet: bool) -> None:
-    if len(per_worker) == 1:  # in this process: errors and Ctrl-C reach cmd_sweep and main as usual
+def _ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _run_workers(spec: Any, workers: int, threads: int | None, quiet: bool) -> list[str]:
+    """Run the workers to the end; the ones that failed or died, as 'worker i (how)'."""
+    if workers == 1:  # in this process: errors and Ctrl-C reach cmd_sweep and main as usual
         from mnistlab.sweep.study import run_worker
 
-        run_worker(spec, per_worker[0], 0, on_trial=None if quiet else (lambda row: out(trial_line(row))))
-        return
+        run_worker(spec, 0, on_trial=None if quiet else (lambda row: out(trial_line(row))))
+        return []
     import multiprocessing
+    from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's thread pools
-    procs = [ctx.Process(target=_worker_main, args=(spec, n, i, threads, quiet), name=f"sweep-worker-{i}")
-             for i, n in enumerate(per_worker)]
+    procs = [ctx.Process(target=_worker_main, args=(spec, i, threads, quiet), name=f"sweep-worker-{i}")
+             for i in range(workers)]
     for p in procs:
         p.start()
+    failed = []
     try:
-        for p in procs:
-            p.join()
+        left = {p.sentinel: i for i, p in enumerate(procs)}
+        while left:
+            for sentinel in wait(list(left)):
+                i = left.pop(sentinel)
+                procs[i].join()
+                if procs[i].exitcode != 0:
+                    failed.append(f"worker {i} ({_ended(procs[i].exitcode)})")
+                    if left and procs[i].exitcode < 0:
+                        how = (f"once its heartbeat is {spec.grace} s old" if "://" in spec.storage else "at once")
+                        warn(f"worker {i} was {_ended(procs[i].exitcode)}: the other workers fail its trial and "
+                             f"run it again {how}")
     except KeyboardInterrupt:
         # Ctrl-C reached the workers too (one process group): each records its trial and exits.
         for p in procs:
@@ -102,9 +131,7 @@ def _run_workers(spec: Any, per_worker: list[int], threads: int | None, quiet: b
                 p.terminate()
                 p.join()
         raise
-    failed = [f"worker {i} (exit code {p.exitcode})" for i, p in enumerate(procs) if p.exitcode not in (0, None)]
-    if failed:
-        raise MnistlabError(f"the sweep stopped: {', '.join(failed)} failed; the finished trials are kept in {spec.storage}")
+    return failed
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -116,6 +143,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     studies.require_optuna()
     check_positive("--trials", args.trials)
     check_positive("--workers", args.workers)
+    check_positive("--heartbeat", args.heartbeat)
+    check_positive("--grace", args.grace)
     given = _given(args)
     if "name" in given:
         raise ConfigError("--name: sweep trials save no run folder; the best trial's retrain is saved as "
@@ -130,6 +159,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if studies.is_database(storage) and storage.startswith("sqlite") and args.workers > 1:
         raise ConfigError("--storage sqlite: SQLite locks under several writers; with --workers above 1 use the default "
                           "journal file (one machine) or a postgresql:// or mysql:// URL (several machines)")
+    heartbeat = studies.HEARTBEAT if args.heartbeat is None else args.heartbeat
+    grace = max(studies.GRACE, 2 * heartbeat) if args.grace is None else args.grace
+    if not studies.is_database(storage) and (args.heartbeat or args.grace):
+        flag = "--heartbeat" if args.heartbeat else "--grace"
+        raise ConfigError(f"{flag}: a journal file has no heartbeat (Optuna beats only in a database); a worker on this "
+                          "machine fails the trial of a dead one at once, by its process id: drop the option, or give "
+                          "--storage postgresql://...")
+    if grace < 2 * heartbeat:
+        raise ConfigError(f"--grace {grace}: give at least twice --heartbeat ({2 * heartbeat} s), or a trial that "
+                          "still runs may be failed between two of its heartbeats")
     stored = None if (given - {"out_dir"} or args.space) else studies.stored_settings(study, storage)
     if stored:  # a bare `mnistlab sweep --study S --storage URL`: continue with the study's own settings
         base = Config.from_dict({**stored[0], "out_dir": base.out_dir})
@@ -146,28 +185,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not params:
         raise ConfigError(f"{where}: nothing to search (every parameter of the default space is fixed): give --space FILE.json")
     folder = Path(base.out_dir) / "sweeps" / study
-    spec = studies.SweepSpec(base=base, space=params, study=study, storage=storage, folder=folder)
+    spec = studies.SweepSpec(base=base, space=params, study=study, storage=storage, folder=folder, trials=args.trials,
+                             run_id=uuid.uuid4().hex[:12], heartbeat=heartbeat, grace=grace)
     _, before = studies.create_or_load(spec, space_json)
     workers = min(args.workers, args.trials)
     threads = base.threads or (max(1, usable_cpus() // workers) if workers > 1 else None)
-    per_worker = studies.split_trials(args.trials, workers)
-    resume = f"{PROG} sweep --study {shlex.quote(study)} --storage {shlex.quote(storage)}"
+    shown = studies.shown(storage)
+    resume = f"{PROG} sweep --study {shlex.quote(study)} --storage {shlex.quote(shown)}"
     if not args.quiet:
         out(f"sweep {study}: {args.trials} trial{'s' * (args.trials != 1)} of {base.model} on {base.dataset} with "
             f"{workers} worker{'s' * (workers != 1)}, searching {', '.join(p.name for p in params)}; scored on validation "
-            f"accuracy; storage {storage}" + (f" (holds {before} trials already)" if before else ""))
+            f"accuracy; storage {shown}" + (f" (holds {before} trials already)" if before else ""))
     start = time.perf_counter()
     try:
-        _run_workers(spec, per_worker, threads, args.quiet)
+        failed = _run_workers(spec, workers, threads, args.quiet)
     except KeyboardInterrupt:
         _, rows = studies.load_trials(spec)
-        done = [r for r in rows[before:] if r["state"] in ("COMPLETE", "PRUNED", "FAIL") and r["error"] != studies.INTERRUPTED]
+        done = [r for r in rows if r["run"] == spec.run_id and r["state"] in ("COMPLETE", "PRUNED", "FAIL")
+                and r["error"] != studies.INTERRUPTED and not r["retried"]]
         left = max(1, args.trials - len(done))
-        err(f"interrupted: {len(done)} trial(s) of this sweep finished and are kept in {storage}; "
+        err(f"interrupted: {len(done)} trial(s) of this sweep finished and are kept in {shown}; "
             f"resume with: {resume} --trials {left}")
         return EXIT_INTERRUPTED
     seconds = time.perf_counter() - start
     study_obj, rows = studies.load_trials(spec)
+    count = studies.run_count(study_obj.trials, spec.run_id)
+    if failed and (count.slots < args.trials or count.running or count.waiting):
+        raise MnistlabError(f"the sweep stopped: {', '.join(failed)} failed; the finished trials are kept in {shown}; "
+                            f"continue with: {resume} --trials {max(1, args.trials - count.slots + count.running + count.waiting)}")
     names = [p.name for p in params]
     best = None
     try:
@@ -176,7 +221,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         paths = studies.write_results(spec, rows, best)
         counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
         out(*trial_table(rows, names),
-            f"{len(rows) - before} trials in {seconds:.1f} s; study {study} holds {len(rows)}: {counts['COMPLETE']} complete, "
+            f"{count.slots} trials in {seconds:.1f} s"
+            + (f" ({count.retried} run again: {'their workers' if count.retried > 1 else 'its worker'} died or stalled)"
+               if count.retried else "") + f"; study {study} holds {len(rows)}: {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed (table {paths['trials']}, figure {paths['figure']})")
     number, val_acc, cfg = best
     out(f"best: trial {number}, val acc {100 * val_acc:.2f}%: " + ", ".join(f"{n} {_value(getattr(cfg, n))}" for n in names),
@@ -213,12 +260,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "--space and is scored on VALIDATION accuracy (pruned per epoch by the median rule); the test set is used "
                     "once, by the best config retrained at the end. --trials N runs N more trials into the study. "
                     "Several machines: start `mnistlab sweep --study S --storage postgresql://USER:PASS@HOST/DB ...` with the "
-                    "same options on each.")
-    p.add_argument("--trials", type=int, default=20, help="trials to run now (more trials of the study; default 20)")
+                    "same options on each (each adds its own --trials). A worker that dies leaves no trial running: its trial "
+                    "is failed (by heartbeat on a database, by process id on a journal file) and run again once, with the "
+                    "same parameters, by another worker.")
+    p.add_argument("--trials", type=int, default=20, help="trials this command adds to the study, taken one at a time by its workers; a trial "
+                                                      "re-run after its worker died counts once (default 20)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--study", metavar="NAME", help="study name (default: <model>-<dataset>)")
     p.add_argument("--storage", metavar="URL", help="a journal file (default <out-dir>/sweeps/<study>/journal.log) or a "
-                                                    "SQLAlchemy URL such as postgresql://user:pass@host/db")
+                                                    "SQLAlchemy URL such as postgresql://user:pass@host[:port]/db "
+                                                    "(postgresql:// means the psycopg driver; without :pass, libpq reads "
+                                                    "PGPASSWORD or ~/.pgpass); the password is printed as ***")
+    p.add_argument("--heartbeat", type=int, metavar="S", help=f"database storages: a running trial records a heartbeat "
+                                                              f"every S seconds (default {HEARTBEAT})")
+    p.add_argument("--grace", type=int, metavar="S", help="database storages: a trial with no heartbeat for S seconds "
+                                                          "(its worker died) is failed by another worker and run again "
+                                                          "once with the same parameters, still counting once "
+                                                          f"(default {GRACE} or 2 x --heartbeat if more; at least 2 x --heartbeat)")
     p.add_argument("--space", metavar="FILE.json", help='search space, e.g. {"lr": {"low": 0.01, "high": 0.5, "log": true}, '
                                                         '"batch_size": {"choices": [64, 128]}} (default: per model)')
     p.add_argument("--show-space", action="store_true", help="print the search space as JSON and exit")

@@ -37,9 +37,14 @@ def cmd_tabular(args: argparse.Namespace) -> int:
         if not m:
             continue
         if task == "regression":
-            lines.append(f"{split:<5}  MSE {m['mse']:.4g}  R^2 {m['r2']:.4f}  (predicting the training mean: MSE {m['baseline_mse']:.4g})")
+            r2 = f"R^2 {m['r2']:.4f}" if m["r2"] is not None else f"R^2 undefined ({m['r2_undefined']}: no spread to explain)"
+            lines.append(f"{split:<5}  MSE {m['mse']:.4g}  {r2}  (predicting the training mean: MSE {m['baseline_mse']:.4g})")
         else:
             lines.append(f"{split:<5}  accuracy {100 * m['accuracy']:.2f}%  (most common class: {100 * m['baseline_accuracy']:.2f}%)")
+    params = len(table.features) + 1
+    if task == "regression" and len(result["train_idx"]) <= params:
+        lines.append(f"note: {len(result['train_idx'])} training rows for {params} parameters (a weight per feature and the "
+                     "intercept): the fit can pass through every training row, so its train R^2 says nothing")
     if args.plot:
         where = plot_tabular(result, args.plot)
         lines.append(f"wrote {where}" if where else "no plot: it needs one feature, or two for a decision boundary")

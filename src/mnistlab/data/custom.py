@@ -23,6 +23,10 @@ them unchanged.
   re-centred or resized). PATH is a file (split by `test_size`) or a folder with `train.csv` and
   `test.csv`; a `test.csv` without the label column (the "Digit Recognizer" layout) is for
   `predict --csv`, so then the test set is split from `train.csv`.
+- Bad rows (wrong number of values, not an integer, outside 0..255, NaN): `read_pixel_csv` (training,
+  evaluation) refuses the file with one line naming the first bad row and counting the others;
+  `read_pixel_rows` (`predict --csv`) reads every other row and marks the bad ones. Rows are the data
+  rows numbered from 1 after the header, blank lines not counted (a submission's ImageId).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import math
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -46,7 +52,7 @@ from mnistlab.data.images import WORK_SIDE, load_image, prepare_image
 from mnistlab.data.raw import RawData
 from mnistlab.data.sources import register_path_kind
 from mnistlab.data.splits import MAX_TEST_SIZE, holdout_size, stratified_split
-from mnistlab.errors import ConfigError, DataError, ImageError, MnistlabWarning
+from mnistlab.errors import ConfigError, DataError, ImageError, MnistlabWarning, without_name
 
 log = logging.getLogger("mnistlab")
 
@@ -185,10 +191,7 @@ def _decode_image(path: str, size: int, channels: int, check_colour: bool) -> tu
 
 
 def _reason(e: Exception, path: str) -> str:
-    text = str(e)
-    for prefix in (path, "<PIL image>"):
-        if text.startswith(prefix + ": "):
-            return text[len(prefix) + 2 :]
+    text = without_name("<PIL image>", without_name(path, str(e)))
     return text or type(e).__name__
 
 
@@ -344,34 +347,69 @@ def _csv_layout(path: Path) -> tuple[bool, bool, int]:
     return True, has_label, len(tokens)
 
 
-def _first_bad_row(path: Path, header: bool, has_label: bool, num_cols: int) -> str | None:
-    """The first problem in the data rows, as a message naming the row and line (slow; errors only)."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        if header:
-            next(reader, None)
-        row = 0
-        for fields in reader:
-            if not any(v.strip() for v in fields):
-                continue  # blank lines are skipped, as np.loadtxt does
-            row += 1
-            where = f"{path}: row {row} (line {reader.line_num})"
-            if len(fields) != num_cols:
-                what = "label + pixels" if has_label else "pixels"
-                return f"{where} has {len(fields)} values, expected {num_cols} ({what})"
-            if has_label:
-                try:
-                    int(fields[0])
-                except ValueError:
-                    return f"{where}: label {fields[0].strip()!r} is not an integer"
-            for j, v in enumerate(fields[1:] if has_label else fields):
-                try:
-                    value = int(v)
-                except ValueError:
-                    return f"{where}: pixel{j} = {v.strip()!r} is not an integer from 0 to 255"
-                if not 0 <= value <= 255:
-                    return f"{where}: pixel{j} = {value} is outside 0..255"
-    return None
+def _read_row(line: str, has_label: bool, num_cols: int) -> tuple[list[int] | None, str]:
+    """One data line -> (its integers, "") or (None, what is wrong, e.g. " has 4 values, expected 5 (...)")."""
+    fields = next(csv.reader([line]), [])
+    if len(fields) != num_cols:
+        return None, f" has {len(fields)} values, expected {num_cols} ({'label + pixels' if has_label else 'pixels'})"
+    values = []
+    if has_label:
+        try:
+            values.append(int(fields[0]))
+        except ValueError:
+            return None, f": label {fields[0].strip()!r} is not an integer"
+    for j, v in enumerate(fields[1:] if has_label else fields):
+        try:
+            value = int(v)
+        except ValueError:
+            return None, f": pixel{j} = {v.strip()!r} is not an integer from 0 to 255"
+        if not 0 <= value <= 255:
+            return None, f": pixel{j} = {value} is outside 0..255"
+        values.append(value)
+    return values, ""
+
+
+def _is_blank_line(line: str) -> bool:
+    """A line that np.loadtxt skips (whitespace only, or a # comment): not a data row."""
+    text = line.strip()
+    return not text or text.startswith("#")
+
+
+def describe_rows(rows: Sequence[int] | np.ndarray, shown: int = 3) -> str:
+    """Row numbers, compactly: "row 3", "rows 3 and 7", "rows 3, 7, 12 and 40 more"."""
+    n = len(rows)
+    head = [f"{int(r):,}" for r in rows[: shown + 1]]
+    if n == 1:
+        return f"row {head[0]}"
+    if n <= shown + 1:
+        return f"rows {', '.join(head[:-1])} and {head[-1]}"
+    return f"rows {', '.join(head[:shown])} and {n - shown:,} more"
+
+
+@dataclass
+class PixelRows:
+    """A pixel CSV as read: one image per data row, the unreadable rows included as zeros (row i is index i - 1).
+
+    Rows are the data rows numbered from 1 after the header, blank lines not counted (so a
+    submission's ImageId is the row number); `problem` also gives the first bad row's line in the file.
+    """
+
+    x: np.ndarray  # uint8 (N, S, S); zeros for the bad rows
+    y: np.ndarray | None  # int64 (N,), 0 for the bad rows; None without a label column
+    bad: np.ndarray  # bool (N,): the rows that could not be read
+    problem: str = ""  # the first bad row, e.g. "row 3 (line 4) has 783 values, expected 784 (pixels)"
+
+    def bad_rows(self) -> np.ndarray:
+        """The bad rows' numbers (from 1), ascending."""
+        return np.flatnonzero(self.bad) + 1
+
+    def message(self, path: str | os.PathLike) -> str:
+        """One line naming the file: the bad row (and what is wrong), or how many there are and which."""
+        rows = self.bad_rows()
+        if len(rows) == 1:
+            return f"{path}: {self.problem}"
+        return (f"{path}: {len(rows):,} of {len(self.bad):,} rows cannot be read: {describe_rows(rows)} "
+                f"(first: {self.problem})")
 
 
 def _count_lines(path: Path) -> int:
@@ -384,66 +422,107 @@ def _count_lines(path: Path) -> int:
     return count + (last not in (b"\n", b"\r"))
 
 
-def _parse_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Parse and check a pixel CSV: uint8 images (N, S, S) and int64 labels (N,) or None.
+def _parse_chunk(lines: list[str], has_label: bool, num_cols: int) -> np.ndarray | None:
+    """Lines -> int64 (n, num_cols) at C speed, blank lines skipped; None when any row is bad (parse it row by row)."""
+    try:
+        data = np.loadtxt(lines, delimiter=",", dtype=np.int64, ndmin=2)  # int64: labels of any size parse
+    except ValueError:
+        return None
+    if data.size == 0:
+        return data.reshape(0, num_cols)  # only blank lines
+    pixels = data[:, 1:] if has_label else data
+    if data.shape[1] != num_cols or pixels.min() < 0 or pixels.max() > 255:
+        return None
+    return data
+
+
+def _parse_csv(path: Path) -> PixelRows:
+    """Parse and check a pixel CSV: every data row, the unreadable ones as zeros and marked bad.
 
     The rows go straight into arrays preallocated from a line count, a chunk at a time, so that
     parsing peaks near the size of those arrays (int64 chunks of the whole file once took 18 times it).
+    A chunk holding a bad row is parsed again row by row (Python speed, only there).
     """
     header, has_label, num_cols = _csv_layout(path)
     side = _square_side(num_cols - has_label)
     assert side is not None
+    bad: list[int] = []
+    problem = ""
     try:
         most = _count_lines(path) - header  # blank lines make it an overestimate: trimmed below
         x = np.empty((most, side * side), np.uint8)
         y = np.empty(most if has_label else 0, np.int64)
         n = 0
+        line_no = int(header)  # lines read so far
         with open(path, encoding="utf-8-sig") as f:  # universal newlines: \r\n files parse too
             if header:
                 f.readline()
             while lines := list(itertools.islice(f, _CSV_CHUNK)):
-                # int64: labels of any size parse; pixels are range-checked below.
-                data = np.loadtxt(lines, delimiter=",", dtype=np.int64, ndmin=2)
-                if data.size == 0:
-                    continue  # only blank lines
-                pixels = data[:, 1:] if has_label else data
-                if data.shape[1] != num_cols or pixels.min() < 0 or pixels.max() > 255 or n + len(data) > most:
-                    raise ValueError("bad row")
-                x[n : n + len(data)] = pixels
-                if has_label:
-                    y[n : n + len(data)] = data[:, 0]
-                n += len(data)
-    except UnicodeDecodeError as e:  # a ValueError too: catch it first
+                data = _parse_chunk(lines, has_label, num_cols)
+                if data is not None and n + len(data) <= most:
+                    x[n : n + len(data)] = data[:, 1:] if has_label else data
+                    if has_label:
+                        y[n : n + len(data)] = data[:, 0]
+                    n += len(data)
+                else:
+                    for number, line in enumerate(lines, line_no + 1):
+                        if _is_blank_line(line):
+                            continue
+                        if n >= most:
+                            raise DataError(f"{path}: cannot parse: more rows than lines (line {number})")
+                        values, why = _read_row(line, has_label, num_cols)
+                        if values is None:
+                            values = [0] * num_cols
+                            bad.append(n)
+                            problem = problem or f"row {n + 1} (line {number}){why}"
+                        x[n] = values[1:] if has_label else values
+                        if has_label:
+                            y[n] = values[0]
+                        n += 1
+                line_no += len(lines)
+    except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text CSV file ({e.reason})") from None
-    except ValueError as e:
-        message = _first_bad_row(path, header, has_label, num_cols)
-        raise DataError(message or f"{path}: cannot parse: {e}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     if n == 0:
         raise DataError(f"{path}: no data rows")
     # (N, S*S) -> (N, S, S); a copy only when blank lines left rows unused
     x = (x if n == most else x[:n].copy()).reshape(n, side, side)
-    return x, ((y if n == most else y[:n].copy()) if has_label else None)
+    mask = np.zeros(n, dtype=bool)
+    mask[bad] = True
+    return PixelRows(x, ((y if n == most else y[:n].copy()) if has_label else None), mask, problem)
 
 
-def read_pixel_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """A pixel CSV -> uint8 images (N, S, S) and int64 labels (None when it has no label column); cached."""
+def read_pixel_rows(path: str | os.PathLike) -> PixelRows:
+    """A pixel CSV -> every data row, the unreadable ones marked (`PixelRows`); cached like `read_pixel_csv`."""
     path = Path(path).expanduser()
     try:
         st = path.stat()
     except OSError as e:
         raise DataError(f"{path}: {e.strerror or e}") from None
     folder = _cache_folder("csv", _key("csv", str(path.resolve()), st.st_size, st.st_mtime_ns))
-    cached = _load_cache(folder, ("x", "y"))
+    cached = _load_cache(folder, ("x", "y", "bad"))
     if cached is not None:
         arrays, meta = cached
-        return arrays["x"], (arrays["y"] if meta.get("labelled") else None)
+        return PixelRows(arrays["x"], arrays["y"] if meta.get("labelled") else None, arrays["bad"],
+                         str(meta.get("problem", "")))
     start = time.perf_counter()
-    x, y = _parse_csv(path)
-    log.info("parsed %d rows of %s in %.1f s", len(x), path, time.perf_counter() - start)
-    _save_cache(folder, {"x": x, "y": y if y is not None else np.zeros(len(x), np.int64)}, {"labelled": y is not None})
-    return x, y
+    rows = _parse_csv(path)
+    log.info("parsed %d rows of %s in %.1f s", len(rows.x), path, time.perf_counter() - start)
+    y = rows.y if rows.y is not None else np.zeros(len(rows.x), np.int64)
+    _save_cache(folder, {"x": rows.x, "y": y, "bad": rows.bad}, {"labelled": rows.y is not None, "problem": rows.problem})
+    return rows
+
+
+def read_pixel_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """A pixel CSV -> uint8 images (N, S, S) and int64 labels (None when it has no label column); cached.
+
+    Every row must be readable: a DataError names the bad row (or counts the bad rows and lists some).
+    """
+    rows = read_pixel_rows(path)
+    if rows.bad.any():
+        raise DataError(rows.message(Path(path).expanduser()))
+    return rows.x, rows.y
 
 
 def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size: float | None = None,
@@ -485,12 +564,16 @@ def load_csv(path: str | os.PathLike, *, channels: int | None = None, test_size:
                    notes=notes)
 
 
-def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str | os.PathLike) -> np.ndarray:
-    """Grey pixel rows (N, S, S) -> the model's input layout (N, H, W[, 3]); DataError if the size differs."""
+def fit_to_model(images: np.ndarray, in_shape: tuple[int, int, int], source: str | os.PathLike,
+                 model: str | os.PathLike = "the model") -> np.ndarray:
+    """Grey pixel rows (N, S, S) -> the model's input layout (N, H, W[, 3]); DataError if the size differs.
+
+    `model`: what to call the model in that error (its run folder or file).
+    """
     c, h, w = in_shape
     if images.shape[1:3] != (h, w):
         raise DataError(f"{source}: rows are {images.shape[1]}x{images.shape[2]} images "
-                        f"but the model takes {h}x{w}")
+                        f"but {model} takes {h}x{w}")
     return np.repeat(images[..., None], 3, axis=3) if c == 3 else images  # (N,H,W) -> (N,H,W,3)
 
 

@@ -42,11 +42,11 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, split: str = "tes
     )
     chosen = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
     if chosen is None:
-        raise DataError(f"{name}: this run had no validation split (--val-size 0)")
+        raise DataError(f"{ckpt.path}: this run had no validation split (--val-size 0), so --split val has nothing")
     if tuple(chosen.shape[1:]) != ckpt.in_shape:
-        raise DataError(f"{name}: images are {tuple(chosen.shape[1:])} but the model was trained on {ckpt.in_shape}")
+        raise DataError(f"{name}: images are {tuple(chosen.shape[1:])} but {ckpt.path} was trained on {ckpt.in_shape}")
     if len(bundle.class_names) != len(ckpt.class_names):
-        raise DataError(f"{name} has {len(bundle.class_names)} classes but the model has {len(ckpt.class_names)}")
+        raise DataError(f"{name}: {len(bundle.class_names)} classes, but {ckpt.path} has {len(ckpt.class_names)}")
     chosen = Split.from_pixels(chosen.pixels, chosen.y, tuple(mean), tuple(std))  # the training statistics
     model = ckpt.build_model().to(dev)
     channels_last = uses_convolutions(model) and dev.type != "mps"

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from mnistlab.data.images import prepare_image, prepared_blanks
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, ImageError, without_name
 
 if TYPE_CHECKING:
     import torch
+
+    from mnistlab.runs.checkpoint import Checkpoint
 
 
 class ImagePredictor:
@@ -54,22 +56,45 @@ class ImagePredictor:
         preds = [self.probabilities(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
         return np.concatenate(preds).astype(np.int64) if preds else np.zeros(0, dtype=np.int64)
 
-    def predict_files(self, sources: Sequence, top_k: int = 3) -> list[dict]:
-        """One dict per image: file and blank, then (when not blank) label, class index, probability, top-k classes.
+    def predict_files(self, sources: Sequence, top_k: int = 3, errors: str = "raise") -> list[dict]:
+        """One dict per image, in order: file and blank, then (when not blank) label, class index, probability, top-k.
 
+        Every readable image is classified in one batch. `errors`: "raise" (the first unreadable
+        image's ImageError) or "report": that image's dict is {"file", "error"}, the reason without
+        the file's name, and the others are classified all the same.
         `top_k` is clamped to the number of classes; below 1 it is a ConfigError.
         """
         if not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise ConfigError(f"--top-k must be a positive integer, got {top_k!r}")
-        images = self.prepare(sources)
-        blanks = prepared_blanks(images)
-        probs = np.asarray(self.probabilities(images), dtype=np.float32)
-        k = min(top_k, probs.shape[1])
-        indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # ties: the lower class first, as topk
-        values = np.take_along_axis(probs, indices, axis=1)
+        if errors not in ("raise", "report"):
+            raise ConfigError(f"errors must be 'raise' or 'report', got {errors!r}")
+        names = [str(s) if isinstance(s, (str, os.PathLike)) else "<image>" for s in sources]
+        c, h, _ = self.in_shape
+        prepared, failed = [], {}
+        for i, src in enumerate(sources):
+            try:
+                prepared.append(prepare_image(src, size=h, channels=c))
+            except ImageError as e:
+                if errors == "raise":
+                    raise
+                # The message names the file already (load_image's "bad.png: ..."), or not (an array).
+                failed[i] = without_name(names[i], str(e))
+        read = iter(())
+        if prepared:
+            images = np.stack(prepared)
+            blanks = prepared_blanks(images)
+            probs = np.asarray(self.probabilities(images), dtype=np.float32)
+            k = min(top_k, probs.shape[1])
+            indices = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # ties: the lower class first, as topk
+            values = np.take_along_axis(probs, indices, axis=1)
+            read = iter(zip(blanks.tolist(), values.tolist(), indices.tolist()))
         out = []
-        for src, blank, v, i in zip(sources, blanks.tolist(), values.tolist(), indices.tolist()):
-            entry: dict = {"file": str(src) if isinstance(src, (str, os.PathLike)) else "<image>", "blank": blank}
+        for n, name in enumerate(names):
+            if n in failed:
+                out.append({"file": name, "error": failed[n]})
+                continue
+            blank, v, i = next(read)
+            entry: dict = {"file": name, "blank": blank}
             if not blank:
                 entry.update({
                     "label": self.class_names[i[0]], "class": i[0], "prob": v[0],
@@ -92,14 +117,15 @@ class Predictor(ImagePredictor):
     device: torch.device
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", tta: bool | None = None) -> "Predictor":
-        """The checkpoint's model; `tta` turns its test-time augmentation views on or off (None: as the run was tested)."""
+    def from_checkpoint(cls, path: str | os.PathLike | Checkpoint, device: str = "cpu", tta: bool | None = None) -> "Predictor":
+        """The checkpoint's model (a path, or a Checkpoint already read); `tta` turns its test-time
+        augmentation views on or off (None: as the run was tested)."""
         import torch
 
         from mnistlab.device import resolve_device, uses_convolutions
-        from mnistlab.runs.checkpoint import load_checkpoint
+        from mnistlab.runs.checkpoint import Checkpoint, load_checkpoint
 
-        ckpt = load_checkpoint(path)
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
         dev = resolve_device(device)
         model = ckpt.build_model().to(dev).eval()
         if uses_convolutions(model) and dev.type == "cpu":

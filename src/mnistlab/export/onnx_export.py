@@ -129,7 +129,7 @@ def test_set(ckpt: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                           classes=cfg.classes, positive=cfg.positive, warn=False)
     x, y = bundle.test.x.float().contiguous().numpy(), bundle.test.y.numpy()
     if tuple(x.shape[1:]) != ckpt.in_shape:
-        raise ExportError(f"{cfg.dataset}: test images are {tuple(x.shape[1:])} but the model takes {ckpt.in_shape}")
+        raise ExportError(f"{cfg.dataset}: test images are {tuple(x.shape[1:])} but {ckpt.path} takes {ckpt.in_shape}")
     return x, y, bundle.train.x.float().contiguous().numpy()
 
 
@@ -255,7 +255,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         "torch_accuracy": accuracy(torch_probs, y, cfg.threshold), "onnx_accuracy": accuracy(ort_probs, y, cfg.threshold),
     }
     if not (diff <= MAX_PROB_DIFF and agreement >= MIN_AGREEMENT):
-        raise ExportError(f"the ONNX graph does not match PyTorch (max probability difference {diff:.2e}, limit "
+        raise ExportError(f"{ckpt.path}: the ONNX graph does not match PyTorch (max probability difference {diff:.2e}, limit "
                           f"{MAX_PROB_DIFF:.0e}; same class for {100 * agreement:.3f}% of images, need "
                           f"{100 * MIN_AGREEMENT:.2f}%); nothing written")
 
@@ -288,7 +288,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike | None = N
         except MnistlabError:
             raise
         except Exception as e:
-            raise ExportError(f"int8 quantization failed for {cfg.model}: {str(e).strip()[:200]}") from None
+            raise ExportError(f"{ckpt.path}: int8 quantization failed for {cfg.model}: {str(e).strip()[:200]}") from None
         _set_metadata(q, {**meta, "quantized": "int8"})
         q_session = open_session(q.SerializeToString())
         q_probs = _batched(lambda b: probabilities_from_logits(q_session.run(None, {"images": b})[0], rule), x)

@@ -29,6 +29,11 @@ EXAMPLES = {
 EXAMPLE_PREDICTIONS = {"lecture": "predicted"}
 DEFAULT_LR = {"regression": 0.1, "classification": 0.5}  # on standardised features
 DEFAULT_EPOCHS = 3000  # full-batch steps; tables here are tiny, and this converges to ~1e-6
+MIN_ROWS = 2  # training rows a fit needs: through one row, any line (and any class rule) fits perfectly
+
+
+def _one_row(path: Path, task: str) -> DataError:
+    return DataError(f"{path}: one data row cannot be fitted meaningfully: {task} needs at least {MIN_ROWS} rows")
 
 
 @dataclass
@@ -102,6 +107,8 @@ def read_table(path: str | os.PathLike, target: str, task: str, features: list[s
             labels.append(cells[t])
     if task == "regression":
         return Table(path, names, target, x, np.array(labels, dtype=np.float64))
+    if len(body) < MIN_ROWS:
+        raise _one_row(path, task)
     classes = tuple(sorted(set(labels), key=_class_key))
     if len(classes) < 2:
         raise DataError(f"{path}: column {target!r} holds one class only ({classes[0]!r}); classification needs two or more")
@@ -123,8 +130,10 @@ def split_rows(table: Table, test_size: float, seed: int) -> tuple[np.ndarray, n
     if test_size <= 0:
         return np.arange(n), np.arange(0)
     num_test = max(1, round(test_size * n))
-    if n - num_test < 2:
-        raise DataError(f"{table.path}: {n} rows are too few for --test-size {test_size:g} (use 0 to train on all rows)")
+    if n - num_test < MIN_ROWS:
+        raise DataError(f"{table.path}: {n} data row{'s are' if n > 1 else ' is'} too few for --test-size {test_size:g}: "
+                        f"{num_test} test row{'s' if num_test > 1 else ''} would leave {n - num_test} to fit, and a fit "
+                        f"needs {MIN_ROWS} (use --test-size 0 to fit all rows)")
     from mnistlab.data.loader import stratified_split
 
     labels = table.y if table.classes is not None else np.zeros(n, dtype=np.int64)
@@ -228,8 +237,13 @@ def score(fit: Fit, x: np.ndarray, y: np.ndarray, baseline: float | int) -> dict
     if fit.task == "regression":
         mse = float(((pred - y) ** 2).mean())
         total = float(((y - y.mean()) ** 2).mean())
-        return {"mse": mse, "r2": 1 - mse / total if total > 0 else float("nan"),
-                "baseline_mse": float(((baseline - y) ** 2).mean())}
+        # R^2 compares the errors with the targets' own spread; rows that all hold one value have none,
+        # so R^2 is undefined there (None, never NaN): `r2_undefined` says why.
+        scores = {"mse": mse, "r2": 1 - mse / total if total > 0 else None,
+                  "baseline_mse": float(((baseline - y) ** 2).mean())}
+        if total <= 0:
+            scores["r2_undefined"] = "a single row" if len(y) == 1 else f"all {len(y)} rows are {float(y[0]):.4g}"
+        return scores
     return {"accuracy": float((pred == y).mean()), "baseline_accuracy": float((y == baseline).mean())}
 
 
@@ -241,7 +255,19 @@ def run_tabular(path: str | os.PathLike, target: str, task: str, test_size: floa
     if epochs < 1 or (lr is not None and lr <= 0):
         raise ConfigError("--epochs and --lr must be positive")
     table = read_table(path, target, task, features)
+    if len(table.y) < MIN_ROWS:
+        raise _one_row(table.path, task)
+    if task == "regression" and np.all(table.y == table.y[0]):
+        raise DataError(f"{table.path}: column {target!r} holds the same value ({table.y[0]:.4g}) in all {len(table.y)} "
+                        "rows: there is nothing to fit, and R^2 is undefined")
     train, test = split_rows(table, test_size, seed)
+    if table.classes is not None:
+        absent = [c for k, c in enumerate(table.classes) if not np.any(table.y[train] == k)]
+        if absent:
+            count = int(np.sum(table.y == table.classes.index(absent[0])))
+            raise DataError(f"{table.path}: class {absent[0]!r} of column {target!r} has {count} row"
+                            f"{'s' if count > 1 else ''}, and --test-size {test_size:g} puts {'them all' if count > 1 else 'it'} "
+                            "in the test rows: the fit would never see it (add rows of it, or use --test-size 0)")
     fit = fit_table(table.x[train], table.y[train], task, table.classes, table.features, target, epochs, lr)
     # Baseline: the training mean (regression) or the most common training class.
     baseline = table.y[train].mean() if task == "regression" else int(np.bincount(table.y[train]).argmax())

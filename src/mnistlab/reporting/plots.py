@@ -374,6 +374,40 @@ def plot_series(xs: Sequence[float], series: dict[str, Sequence[float]], path: s
     return _save(fig, path)
 
 
+def plot_accuracy_per_epoch(series: dict[str, Sequence[float]], path: str | os.PathLike, title: str,
+                            lines: dict[str, float] | None = None, dashed: Collection[str] = ()) -> Path:
+    """Accuracy (fractions, drawn as %) after each epoch, one line per named run (epoch 1 first).
+
+    Args:
+        lines: horizontal reference lines, label -> accuracy (e.g. a threshold, a published number).
+        dashed: names of the series drawn dashed (runs of another kind than the rest).
+    """
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    fig = _figure(figsize=(8, 5))
+    ax = fig.subplots()
+    solid = [name for name in series if name not in dashed]
+    others = [name for name in series if name in dashed]
+    for name, ys in series.items():
+        ys = _to_numpy(ys)
+        # Solid runs take the colour cycle in order; dashed ones black and greys, so no two lines share a style.
+        color = f"C{solid.index(name) % 10}" if name in solid else ("black", "darkred", "0.3")[others.index(name) % 3]
+        ax.plot(range(1, len(ys) + 1), ys, marker="o" if name in solid else "s", ms=4, lw=1.5, color=color,
+                ls="--" if name in dashed else "-", label=str(name))
+    for j, (label, y) in enumerate((lines or {}).items()):
+        ax.axhline(y, color="0.4", lw=1, ls=(":", "-.", "--")[j % 3], label=label)
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (% of images)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    if series or lines:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
 def plot_bars(names: Sequence[str], values: Sequence[float], path: str | os.PathLike,
               title: str, ylabel: str) -> Path:
     """Bar chart with each value written above its bar."""

@@ -4,7 +4,8 @@
 runs it under uvicorn. Predictions go through `mnistlab.evaluation.predict.Predictor` and the one
 MNIST-style preparation and blank rule in `mnistlab.data.images`, so the page, the API and
 `mnistlab predict` agree on every image. The page (`page.html`) is one self-contained document that
-uses the same API.
+uses the same API; `web.export_web` (`mnistlab export RUN --format web`) writes the same page as a
+static folder that prepares the drawing in JavaScript and predicts with onnxruntime-web (`web_vendor/`).
 
 Endpoints: `GET /` (the page), `POST /api/predict` (an image body, JSON `{"image": base64}`,
 JSON `{"pixels": [...]}`, or a batch: a JSON list of those or a multipart form of image files),

@@ -20,11 +20,12 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 import anyio
 import numpy as np
@@ -39,11 +40,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from mnistlab.data.images import find_blanks, prepared_blanks
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import ImageError, MnistlabError
 from mnistlab.evaluation.predict import ImagePredictor
 from mnistlab.export.runtime import OnnxPredictor, is_onnx_path, load_predictor
 
+if TYPE_CHECKING:
+    from mnistlab.runs.checkpoint import Checkpoint
+
 log = logging.getLogger("mnistlab.serve")
+_BYTES_NAME = re.compile(r"^<\d+ bytes>: ")  # how mnistlab.data.images names encoded bytes in its errors
 
 MAX_BODY = 4 * 1024 * 1024  # bytes in one request body (the --max-body default)
 MAX_PIXELS = 16_777_216  # width * height of one uploaded image (4096 x 4096; a 12 MP phone photo fits)
@@ -76,19 +81,30 @@ class BadRequest(Exception):
 # ----------------------------------------------------------------------------- the model
 
 
-def model_card(checkpoint: str | os.PathLike, predictor: ImagePredictor) -> dict[str, Any]:
+def load_model(checkpoint: str | os.PathLike, device: str = "cpu", tta: bool | None = None) -> tuple[ImagePredictor, dict[str, Any]]:
+    """The predictor for a run folder, a checkpoint or an .onnx file, and its card, from one read of the file."""
+    if is_onnx_path(checkpoint):
+        predictor = load_predictor(checkpoint, device=device, tta=tta)  # onnxruntime, no torch
+        return predictor, model_card(predictor)
+    from mnistlab.evaluation.predict import Predictor
+    from mnistlab.runs.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)  # the one read: the model and the card both come from it
+    predictor = Predictor.from_checkpoint(ckpt, device=device, tta=tta)
+    return predictor, model_card(predictor, ckpt)
+
+
+def model_card(predictor: ImagePredictor, ckpt: Checkpoint | None = None) -> dict[str, Any]:
     """What the page shows about the model: name, data set, test accuracy, parameters, class names.
 
-    The test accuracy is the run's own evaluation.json (or its metrics.jsonl "test" record), and only
+    `ckpt` is the Checkpoint the predictor was built from (its config and file; not read again). The
+    test accuracy is the run's own evaluation.json (or its metrics.jsonl "test" record), and only
     for the checkpoint that `mnistlab train` scored (last.safetensors); otherwise it is None. An .onnx
     file's card comes from its own metadata.
     """
     if isinstance(predictor, OnnxPredictor):
         return predictor.card()
-    from mnistlab.runs.checkpoint import load_checkpoint, resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
-    ckpt = load_checkpoint(path)
+    path = ckpt.path
     accuracy = None
     if path.name == "last.safetensors":
         accuracy = _run_accuracy(path.parent)
@@ -133,9 +149,23 @@ class Service:
     predictor: ImagePredictor
     card: dict[str, Any]
 
-    def prepare(self, items: Sequence[bytes | np.ndarray]) -> np.ndarray:
-        """Encoded images (prepared like MNIST) or already-prepared uint8 arrays -> uint8 (N, H, W[, C])."""
-        return np.stack([x if isinstance(x, np.ndarray) else self.predictor.prepare([x])[0] for x in items])
+    def prepare(self, items: Sequence[bytes | np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
+        """Encoded images (prepared like MNIST) or already-prepared uint8 arrays -> uint8 (N, H, W[, C]).
+
+        `names`: what the request calls each item ("body", "item 3", an uploaded file's name), which
+        an ImageError about it then starts with (instead of "<1234 bytes>")."""
+        out = []
+        for i, x in enumerate(items):
+            if isinstance(x, np.ndarray):
+                out.append(x)
+                continue
+            try:
+                out.append(self.predictor.prepare([x])[0])
+            except ImageError as e:
+                if names is None:
+                    raise
+                raise ImageError(f"{names[i]}: {_BYTES_NAME.sub('', str(e), count=1)}") from None
+        return np.stack(out)
 
     def classify(self, images: np.ndarray, blanks: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Prepared images -> one answer each: blank (the one rule), class, label, probabilities, prepared."""
@@ -153,8 +183,8 @@ class Service:
             out.append(entry)
         return out
 
-    def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
-        images = self.prepare(items)
+    def answer(self, items: Sequence[bytes | np.ndarray], names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        images = self.prepare(items, names)
         # Images prepared here: preparation ran the blank rule (prepared_blanks); pixel arrays sent
         # ready-made get the rule itself.
         sent = np.array([isinstance(x, np.ndarray) for x in items])
@@ -163,13 +193,14 @@ class Service:
             blanks[sent] = find_blanks(images[sent])
         return self.classify(images, blanks)
 
-    def answer_many(self, requests: Sequence[Sequence[bytes | np.ndarray]]) -> list[list[dict[str, Any]] | Exception]:
+    def answer_many(self, requests: Sequence[Sequence[bytes | np.ndarray]],
+                    names: Sequence[Sequence[str] | None] | None = None) -> list[list[dict[str, Any]] | Exception]:
         """`answer` for several requests at once, with one model call: per request its answers, or the
         error that only it gets (an image that does not decode fails its own request, not the others)."""
         prepared: list[np.ndarray | Exception] = []
-        for items in requests:
+        for r, items in enumerate(requests):
             try:
-                prepared.append(self.prepare(items))
+                prepared.append(self.prepare(items, None if names is None else names[r]))
             except (MnistlabError, MemoryError) as e:
                 prepared.append(e)
         good = [(i, x) for i, x in enumerate(prepared) if isinstance(x, np.ndarray)]
@@ -203,12 +234,12 @@ class Batcher:
         self.limiter = anyio.CapacityLimiter(max(1, concurrency))
         self.max_items = max_items
         self.running = 0
-        self.waiting: collections.deque[tuple[Sequence[bytes | np.ndarray], Any]] = collections.deque()
+        self.waiting: collections.deque[tuple[Sequence[bytes | np.ndarray], Sequence[str] | None, Any]] = collections.deque()
         self.tasks: set[Any] = set()  # the event loop keeps only weak references to tasks
 
-    async def answer(self, items: Sequence[bytes | np.ndarray]) -> list[dict[str, Any]]:
+    async def answer(self, items: Sequence[bytes | np.ndarray], names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((items, future))
+        self.waiting.append((items, names, future))
         if self.running < self.limiter.total_tokens:
             self.running += 1
             task = asyncio.ensure_future(self._drain())
@@ -225,14 +256,14 @@ class Batcher:
                     count += len(batch[-1][0])
                 try:
                     results = await anyio.to_thread.run_sync(self.service.answer_many, [b[0] for b in batch],
-                                                             limiter=self.limiter)
+                                                             [b[1] for b in batch], limiter=self.limiter)
                 except Exception as e:  # unexpected: every request of the batch answers it (a 500)
                     results = [e] * len(batch)
                 except BaseException:  # cancelled (the server stops): so are the requests waiting on it
-                    for _, future in batch:
+                    for *_, future in batch:
                         future.cancel()
                     raise
-                for (_, future), result in zip(batch, results):
+                for (*_, future), result in zip(batch, results):
                     if future.done():
                         continue
                     if isinstance(result, BaseException):
@@ -320,8 +351,8 @@ def parse_item(item: Any, shape: tuple[int, int, int], max_pixels: int, what: st
     return check_image(decode_base64(item["image"], what), RASTER_FORMATS, max_pixels, what)
 
 
-def parse_json(body: bytes, shape: tuple[int, int, int], max_pixels: int, max_batch: int) -> tuple[list, bool]:
-    """-> (items, is_batch). An object is one item; a list (or {"items": [...]}) is a batch."""
+def parse_json(body: bytes, shape: tuple[int, int, int], max_pixels: int, max_batch: int) -> tuple[list, list[str], bool]:
+    """-> (items, their names, is_batch). An object is one item ("body"); a list is a batch ("item 0", ...)."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
@@ -332,10 +363,22 @@ def parse_json(body: bytes, shape: tuple[int, int, int], max_pixels: int, max_ba
         raise BadRequest(422, "an empty batch: give at least one item")
     if len(items) > max_batch:
         raise BadRequest(413, f"a batch of {len(items):,} items is over the limit of {max_batch}")
-    return [parse_item(x, shape, max_pixels, f"item {i}" if batch else "body") for i, x in enumerate(items)], batch
+    names = [f"item {i}" if batch else "body" for i in range(len(items))]
+    return [parse_item(x, shape, max_pixels, name) for x, name in zip(items, names)], names, batch
 
 
-async def parse_multipart(request: Request, body: bytes, max_pixels: int, max_batch: int) -> list[bytes]:
+def upload_names(filenames: Sequence[str | None]) -> list[str]:
+    """What errors call each file of a multipart form: the file name the client sent (its last path part,
+    printable characters, at most 100), `file INDEX (NAME)` where two files share it, `file INDEX` with none."""
+    names = []
+    for filename in filenames:
+        name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+        names.append("".join(ch for ch in name if ch.isprintable()).strip()[:100])
+    return [f"file {i}" if not name else f"file {i} ({name})" if names.count(name) > 1 else name
+            for i, name in enumerate(names)]
+
+
+async def parse_multipart(request: Request, body: bytes, max_pixels: int, max_batch: int) -> tuple[list[bytes], list[str]]:
     async def stream() -> AsyncIterator[bytes]:
         yield body
 
@@ -348,13 +391,14 @@ async def parse_multipart(request: Request, body: bytes, max_pixels: int, max_ba
         if not files:
             raise BadRequest(422, "the multipart form holds no image files")
         items = []
-        for i, f in enumerate(files):  # the file names sent are never used
+        names = upload_names([f.filename for f in files])  # only to name a file in an error: never opened
+        for f, name in zip(files, names):
             ctype = (f.content_type or "").split(";")[0].strip().lower()
             formats = IMAGE_TYPES.get(ctype, RASTER_FORMATS) if ctype.startswith("image/") else RASTER_FORMATS
             if ctype.startswith("image/") and ctype not in IMAGE_TYPES:
-                raise BadRequest(415, f"file {i}: unsupported content type {ctype} (use {', '.join(IMAGE_TYPES)})")
-            items.append(check_image(await f.read(), formats, max_pixels, f"file {i}"))
-        return items
+                raise BadRequest(415, f"{name}: unsupported content type {ctype} (use {', '.join(IMAGE_TYPES)})")
+            items.append(check_image(await f.read(), formats, max_pixels, name))
+        return items, names
     finally:
         await form.close()
 
@@ -374,8 +418,8 @@ def create_app(
     tta: bool | None = None,
 ) -> Starlette:
     """The app for one checkpoint (a run folder or a file). CORS only for the origins given."""
-    predictor = load_predictor(checkpoint, device=device, tta=tta)  # an .onnx file: onnxruntime, no torch
-    service = Service(predictor, model_card(checkpoint, predictor))
+    predictor, card = load_model(checkpoint, device=device, tta=tta)  # an .onnx file: onnxruntime, no torch
+    service = Service(predictor, card)
     # Batches of waiting requests prepared and classified at once, each in a worker thread.
     batcher = Batcher(service, concurrency, max_batch)
     page = resources.files("mnistlab.serve").joinpath("page.html").read_text(encoding="utf-8")
@@ -391,6 +435,7 @@ def create_app(
         return JSONResponse(service.card)
 
     async def predict(request: Request) -> Response:
+        body = None
         try:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype not in IMAGE_TYPES and ctype not in ("application/json", "multipart/form-data"):
@@ -398,14 +443,18 @@ def create_app(
                                       f"({', '.join(IMAGE_TYPES)}), application/json or multipart/form-data")
             body = await read_body(request, max_body)
             if ctype in IMAGE_TYPES:
-                items, batch = [check_image(body, IMAGE_TYPES[ctype], max_pixels, "body")], False
+                items, names, batch = [check_image(body, IMAGE_TYPES[ctype], max_pixels, "body")], ["body"], False
             elif ctype == "application/json":
-                items, batch = parse_json(body, shape, max_pixels, max_batch)
+                items, names, batch = parse_json(body, shape, max_pixels, max_batch)
             else:
-                items, batch = await parse_multipart(request, body, max_pixels, max_batch), True
-            answers = await batcher.answer(items)
+                (items, names), batch = await parse_multipart(request, body, max_pixels, max_batch), True
+            answers = await batcher.answer(items, names)
         except BadRequest as e:
-            return JSONResponse({"error": e.message}, status_code=e.status)
+            # Refused before the whole body was read: the connection ends after this answer (what the
+            # client still sends is drained for a while first, serve/protocol.py), never read on as a
+            # next request, however long it goes on.
+            return JSONResponse({"error": e.message}, status_code=e.status,
+                                headers={"Connection": "close"} if body is None else None)
         except MnistlabError as e:  # ImageError: bytes that passed the header check but do not decode
             return JSONResponse({"error": str(e)}, status_code=422)
         except MemoryError:

@@ -11,12 +11,14 @@ not balance, and `mnistlab serve` uses uvicorn's supervisor).
 The parent keeps the port reserved with a bound socket that never listens (so no connection is
 queued where nobody accepts), starts the processes (which stop if the parent dies, even by SIGKILL),
 restarts one that dies after it started, and on Ctrl-C or SIGTERM stops them all and reaps them.
+Processes stopped by the parent's death remove its readiness folder as they go.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -41,6 +43,16 @@ def run_server(server: Any, sockets: list[socket.socket]) -> None:
             server.run(sockets=sockets)
         except KeyboardInterrupt:
             pass
+
+
+def http_protocol() -> Any:
+    """uvicorn's `http` setting: httptools with a lingering close (`mnistlab.serve.protocol`: a client
+    still sending when it is answered gets the answer, not a reset), or without httptools "auto" (h11)."""
+    try:
+        from mnistlab.serve.protocol import LingeringHttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is in the serve extra
+        return "auto"
+    return LingeringHttpToolsProtocol
 
 
 def balanced_sockets_supported() -> bool:
@@ -75,17 +87,34 @@ def shared_port_socket(address: Any, family: int, kind: int, proto: int, listen:
     return sock
 
 
-def _die_with_parent() -> None:
-    """Have the kernel stop this process when the parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
+def _die_with_parent(ready: str) -> None:
+    """Have the kernel stop this process when the parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG).
+
+    The signal is SIGINT, a Ctrl-C: uvicorn stops serving as it does on SIGTERM, and then re-raises
+    the signal, which for SIGINT is a KeyboardInterrupt that `_worker` gets back from (SIGTERM's
+    default action would end the process there, before it removes the dead parent's folder).
+    """
     import ctypes
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # it died before the call above
+    if _orphaned():  # it died before the call above
+        _remove_orphaned(ready)
         os._exit(0)
+
+
+def _orphaned() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is not None and not parent.is_alive()
+
+
+def _remove_orphaned(ready: str) -> None:
+    """Remove the readiness folder of a parent that died without its cleanup (SIGKILL); the other
+    processes may be doing the same."""
+    if _orphaned():
+        shutil.rmtree(ready, ignore_errors=True)
 
 
 def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, proto: int, ready: str) -> None:
@@ -93,17 +122,19 @@ def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, prot
     the shared port (a process listening before it can answer would be handed connections to stall)."""
     import uvicorn
 
-    _die_with_parent()
+    _die_with_parent(ready)
     config = uvicorn.Config("mnistlab.serve.app:app_from_env", factory=True, **settings)
     try:
         config.load()  # builds the app (app_from_env); uvicorn's run() then skips loading
-    except KeyboardInterrupt:  # Ctrl-C while starting: the parent is stopping too
+    except KeyboardInterrupt:  # Ctrl-C while starting: the parent is stopping too (or died)
+        _remove_orphaned(ready)
         os._exit(0)
     except Exception as e:  # the parent reports it in one line, instead of a traceback per process
         _write_failure(ready, str(e) if isinstance(e, MnistlabError) else f"{type(e).__name__}: {e}")
         os._exit(STARTUP_FAILURE)
     sock = shared_port_socket(address, family, kind, proto, listen=True)
     run_server(uvicorn.Server(config), [sock])
+    _remove_orphaned(ready)
 
 
 def _write_failure(ready: str, message: str) -> None:

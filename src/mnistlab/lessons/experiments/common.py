@@ -49,6 +49,9 @@ class Options:
     threads: int | None = None  # CPU threads (None: torch's choice)
     epochs: float | None = None  # override the experiment's own number of epochs
     tensorboard: Path | None = None  # a folder for this lesson's TensorBoard logs, one run per arm (None: none)
+    lecture: bool = False  # depth: only the lecture's 9-layer net, over `seeds` (the plateau race)
+    seeds: tuple[int, ...] | None = None  # depth --lecture: the seeds to run (None: the lesson's own)
+    progress: Any = None  # optional progress(line) for long lessons (the CLI prints it; lessons never print)
 
     def epochs_for(self, default: float, quick: float) -> float:
         """The epochs to train: --epochs when given, else the quick or the default count."""
@@ -159,12 +162,16 @@ class Trained:
         return as_class_logits(self.history.test.logits).argmax(1)
 
 
-def train(cfg: Config, data: DataBundle, prepare: Any = None, tensorboard: Path | None = None) -> Trained:
+def train(cfg: Config, data: DataBundle, prepare: Any = None, tensorboard: Path | None = None,
+          test_every_epoch: bool = False) -> Trained:
     """Train `cfg` on `data` (no run directory), recording every logged step and epoch.
 
     Args:
         prepare: optional `prepare(model)` called before training (e.g. a deliberately poor init).
         tensorboard: the arm's TensorBoard log folder (Options.arm_log), or None.
+        test_every_epoch: also evaluate the test split at the end of every epoch: each epoch record
+            gains "test_acc" and "test_correct" (images right). Evaluation draws no random numbers,
+            so the training run is the same with or without it.
     """
     from mnistlab.runs.session import TrainSession
 
@@ -173,7 +180,14 @@ def train(cfg: Config, data: DataBundle, prepare: Any = None, tensorboard: Path 
         prepare(session.model)
     steps: list[dict] = []
     epochs: list[dict] = []
-    history = session.fit(on_log=steps.append, on_epoch_end=epochs.append, tensorboard=tensorboard)
+
+    def epoch_end(record: dict) -> None:
+        if test_every_epoch:
+            test = session.trainer.evaluate(data.test)
+            record = {**record, "test_acc": test.acc, "test_correct": round(test.acc * len(data.test))}
+        epochs.append(record)
+
+    history = session.fit(on_log=steps.append, on_epoch_end=epoch_end, tensorboard=tensorboard)
     return Trained(cfg, session.model, history, steps, epochs, session)
 
 

@@ -17,22 +17,24 @@ class Experiment:
     description: str
     run: Callable[[Options], Result]
     trains: bool = True  # trains models (through common.train), so --tensorboard has arms to log
+    options: tuple[str, ...] = ()  # the lesson's own options beyond the common ones (e.g. "lecture", "seeds")
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def register_experiment(name: str, description: str, trains: bool = True) -> Callable:
+def register_experiment(name: str, description: str, trains: bool = True, options: tuple[str, ...] = ()) -> Callable:
     """Register `run(opts) -> Result` under `name` (a duplicate name is a programming error).
 
     Args:
         trains: False for a lesson that trains nothing (worked examples): --tensorboard is refused for it.
+        options: the Options fields beyond the common ones that this lesson reads.
     """
 
     def decorator(run: Callable[[Options], Result]) -> Callable[[Options], Result]:
         if name in _EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is already registered")
-        _EXPERIMENTS[name] = Experiment(name, description, run, trains)
+        _EXPERIMENTS[name] = Experiment(name, description, run, trains, tuple(options))
         return run
 
     return decorator
