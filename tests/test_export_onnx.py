@@ -223,6 +223,8 @@ def test_an_onnx_file_without_mnistlab_metadata_runs_on_plain_unit_input(exporte
                             env={**os.environ, "PYTHONPATH": str(SRC)}, cwd=tmp_path)
     try:
         assert "serving onnx" in proc.stdout.readline()
+        url = proc.stdout.readline().split()[1]
+        _wait_until_answering(url)  # a Ctrl-C while it still starts is "interrupted", not a clean stop
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -310,3 +312,18 @@ def test_an_unwritable_out_is_one_line_and_writes_nothing(runs, tmp_path, monkey
     with pytest.raises(ExportError, match="cannot write the file \\(No space left on device\\); nothing written"):
         export_onnx(runs["softmax"], out=tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _wait_until_answering(url: str, limit: float = 30.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            httpx.get(url, timeout=5)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.1)
