@@ -33,7 +33,8 @@ def test_two_workers_on_one_journal_record_exactly_the_trials_asked_for(tmp_path
     assert _sweep(tmp_path, "--trials", "4", "--workers", "2", "--no-retrain") == 0
     trials = _study(tmp_path).trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
-    assert {t.user_attrs["worker"] for t in trials} == {0, 1}  # both processes ran trials
+    # Workers claim trials one at a time as they get free, so a worker that starts late may find none left.
+    assert {t.user_attrs["worker"] for t in trials} <= {0, 1}
     assert all(t.state.name == "COMPLETE" for t in trials)
     # Every epoch's validation accuracy was reported (what the median pruner compares), the last one is the value.
     for t in trials:

@@ -6,6 +6,7 @@ Connection faults (wrong password, unknown database, closed port, unknown host) 
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -27,7 +28,7 @@ from mnistlab.cli import main  # noqa: E402
 USER, PASSWORD, DB = "mnistlab", "s3cret-pw", "sweeps"
 # Trials of about a second on a free core (60 epochs of 1,800 synthetic images): long enough to be
 # killed mid-trial, short enough for 5 of them in a few seconds.
-SLOW = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "60", "--train-size", "1800", "--threads", "1"]
+SLOW = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "30", "--train-size", "1800", "--threads", "1"]
 
 
 def _server_binaries() -> Path | None:
@@ -103,6 +104,13 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@functools.lru_cache(maxsize=None)
+def _database(url: str):
+    """One storage (one connection pool) per database for the polling loops: a new RDBStorage per poll keeps
+    its pool's connections until it is collected, and the test server's max_connections runs out."""
+    return optuna.storages.RDBStorage(url)
+
+
 def _load(study: str, storage: str):
     """The study as another process sees it (no heartbeat of our own), or None before it exists."""
     from mnistlab.sweep.study import database_url
@@ -110,7 +118,7 @@ def _load(study: str, storage: str):
     from optuna.storages.journal import JournalFileBackend
 
     if "://" in storage:
-        store = optuna.storages.RDBStorage(database_url(storage))
+        store = _database(database_url(storage))
     elif not Path(storage).exists():
         return None
     else:
