@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_helpers import draw
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
 
@@ -223,18 +224,6 @@ def page(browser, site):
     yield pg
     context.close()
     assert errors == []
-
-
-def draw(pg, strokes, steps: int = 8) -> None:
-    box = pg.locator("#canvas").bounding_box()
-    k = box["width"] / 280
-    for stroke in strokes:
-        x, y = stroke[0]
-        pg.mouse.move(box["x"] + x * k, box["y"] + y * k)
-        pg.mouse.down()
-        for x, y in stroke[1:]:
-            pg.mouse.move(box["x"] + x * k, box["y"] + y * k, steps=steps)
-        pg.mouse.up()
 
 
 def settled(pg) -> str:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import draw
 
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).is_file():
@@ -92,18 +93,6 @@ STROKES = {
     "7": [[(70, 50), (210, 50), (120, 240)]],
     "-": [[(60, 140), (220, 140)]],
 }
-
-
-def draw(pg, strokes, steps: int = 8) -> None:
-    box = pg.locator("#canvas").bounding_box()
-    k = box["width"] / 280
-    for stroke in strokes:
-        x, y = stroke[0]
-        pg.mouse.move(box["x"] + x * k, box["y"] + y * k)
-        pg.mouse.down()
-        for x, y in stroke[1:]:
-            pg.mouse.move(box["x"] + x * k, box["y"] + y * k, steps=steps)
-        pg.mouse.up()
 
 
 def settled(pg) -> str:
