@@ -183,3 +183,41 @@ def test_ctrl_c_keeps_the_finished_trials_and_says_how_to_resume(tmp_path, capsy
     assert main(["sweep", "--study", "s", "--storage", str(journal), "--out-dir", str(tmp_path), "--trials", "2",
                  "--no-retrain"]) == 0
     assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_a_worker_killed_while_writing_the_journal_does_not_stall_the_others(tmp_path):
+    """A worker SIGKILLed inside a journal append (it holds the write lock) must not leave a lock behind:
+    Optuna's own symlink lock would make every other writer wait its 30 s grace period."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from mnistlab.sweep.study import open_storage
+
+    journal = str(tmp_path / "journal.log")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\n"
+         "from mnistlab.sweep.study import JournalWriteLock\n"
+         f"JournalWriteLock({journal!r}).acquire()\n"
+         "print('held', flush=True)\n"
+         "time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        writer = threading.Thread(target=optuna.create_study, daemon=True,
+                                  kwargs={"study_name": "after", "storage": open_storage(journal)})
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive()  # a sweep's storage writes under that lock: it waits while the holder lives
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        killed = time.monotonic()
+        writer.join(10)
+        took = time.monotonic() - killed
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert not writer.is_alive() and took < 2, f"the next writer waited {took:.1f} s after the holder died"
+    assert [s.study_name for s in optuna.get_all_study_summaries(open_storage(journal))] == ["after"]

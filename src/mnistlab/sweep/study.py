@@ -163,6 +163,37 @@ def _open_database(storage: str, heartbeat: int, grace: int) -> Any:
         raise MnistlabError(f"{where}: cannot open the study tables: {connect_reason(e)}") from None
 
 
+class JournalWriteLock:
+    """Optuna's journal-file write lock as an flock on FILE.flock, which the kernel drops when its process dies.
+
+    Optuna's default (a FILE.lock symlink) stays behind when a worker is SIGKILLed while appending
+    (a trial's report each epoch makes that likely): every other worker, and the next sweep, then
+    waits its 30 s grace period before breaking it. Not the journal itself: the claim lock flocks
+    that one, and a second descriptor in the same process would wait on it.
+    """
+
+    def __init__(self, journal: str) -> None:
+        self._path = journal + ".flock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops its flock
+
+
 def _open_journal(storage: str) -> Any:
     optuna = require_optuna()
     from optuna.storages import JournalStorage
@@ -174,7 +205,7 @@ def _open_journal(storage: str) -> Any:
     path = Path(storage)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(Backend(str(path)))
+        return JournalStorage(Backend(str(path), lock_obj=JournalWriteLock(str(path))))
     except OSError as e:
         raise ConfigError(f"--storage {storage}: cannot open the journal file: {e.strerror or e}") from None
 
@@ -360,22 +391,30 @@ def create_or_load(spec: SweepSpec, space_json: dict[str, Any]) -> tuple[Any, in
     """Create the study (storing its fixed settings and space), or load it and check they match; (study, trials so far)."""
     optuna = require_optuna()
     storage = spec.open()
-    study = optuna.create_study(study_name=spec.study, storage=storage, direction="maximize", load_if_exists=True)
-    fixed = spec.base.to_dict()
-    stored = study.user_attrs
-    if "fixed" not in stored:
-        study.set_user_attr("fixed", fixed)
-        study.set_user_attr("space", space_json)
-    else:
-        # out_dir only says where the results are written: it may change.
-        diffs = [k for k in fixed if k != "out_dir" and stored["fixed"].get(k) != fixed[k]]
-        if diffs:
-            raise ConfigError(f"study {spec.study!r} in {spec.storage} was started with other fixed settings "
-                              f"(different: {', '.join('--' + d.replace('_', '-') for d in diffs)}): give the same options "
-                              "to continue it, or none at all to reuse the stored ones, or a new --study")
-        if stored.get("space") != space_json:
-            raise ConfigError(f"study {spec.study!r} in {spec.storage} was started with another search space: "
-                              "give the same --space to continue it, or none, or a new --study")
+    # Under the claim lock: two commands started at once on one study (two machines) would otherwise
+    # both find it new, or one would read it between the other's two writes and see another space.
+    lock = ClaimLock(storage, spec.storage, spec.study)
+    lock.acquire()
+    try:
+        study = optuna.create_study(study_name=spec.study, storage=storage, direction="maximize", load_if_exists=True)
+        fixed = spec.base.to_dict()
+        stored = study.user_attrs
+        if "fixed" not in stored:
+            # The space first: a reader without the lock (stored_settings) takes "fixed" to mean both are there.
+            study.set_user_attr("space", space_json)
+            study.set_user_attr("fixed", fixed)
+            return study, len(study.trials)
+    finally:
+        lock.release()
+    # out_dir only says where the results are written: it may change.
+    diffs = [k for k in fixed if k != "out_dir" and stored["fixed"].get(k) != fixed[k]]
+    if diffs:
+        raise ConfigError(f"study {spec.study!r} in {spec.storage} was started with other fixed settings "
+                          f"(different: {', '.join('--' + d.replace('_', '-') for d in diffs)}): give the same options "
+                          "to continue it, or none at all to reuse the stored ones, or a new --study")
+    if stored.get("space") != space_json:
+        raise ConfigError(f"study {spec.study!r} in {spec.storage} was started with another search space: "
+                          "give the same --space to continue it, or none, or a new --study")
     return study, len(study.trials)
 
 
