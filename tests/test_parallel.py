@@ -223,6 +223,22 @@ def test_unpicklable_jobs_and_unused_drawers_fall_back_to_forking(tmp_path):
     assert not parallel._drawers and parallel._lead_pid is None
 
 
+@forking
+def test_unused_drawers_are_stopped_without_waiting_for_their_warm_up(monkeypatch):
+    """A flag error (or --no-figures found late) stops the drawers `train` started: at once, not after they
+    have imported and warmed up the plotting code."""
+    monkeypatch.setattr(plots, "warm_up", lambda: time.sleep(30))  # the forked drawers inherit it
+    assert parallel.start_drawers(2) == 2
+    lead = parallel._lead_pid
+    time.sleep(0.2)  # the lead is in its warm-up now
+    started = time.monotonic()
+    parallel.stop_drawers()
+    assert time.monotonic() - started < 5
+    assert parallel._lead_pid is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(lead, os.WNOHANG)  # reaped: no zombie left
+
+
 def test_warm_up_draws_in_memory_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plots.warm_up()  # the drawers call it while they wait and ignore its failure: it must work on its own

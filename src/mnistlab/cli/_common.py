@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     """Defaults shown after each option's help; descriptions kept as written."""
 
 
+@functools.lru_cache(maxsize=None)  # in-process callers (tests, lessons) build the parser many times
 def module_doc(name: str) -> str:
     """A module's docstring, read from its source without importing it (so `--help` needs no torch)."""
     spec = importlib.util.find_spec(name)

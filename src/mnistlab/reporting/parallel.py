@@ -163,11 +163,17 @@ def start_drawers(workers: int = 2) -> int:
 def stop_drawers() -> None:
     """End the started drawers that were not used (closing their pipes ends them) and reap the first."""
     global _lead_pid
+    unused = bool(_drawers)
     while _drawers:
         d = _drawers.pop()
         os.close(d.jobs_fd)
         os.close(d.report_fd)
     if _lead_pid is not None:
+        if unused:  # none of it is needed: do not wait for its imports and warm-up (a flag error would pay them)
+            try:
+                os.kill(_lead_pid, signal.SIGTERM)
+            except OSError:
+                pass
         try:
             os.waitpid(_lead_pid, 0)
         except ChildProcessError:
