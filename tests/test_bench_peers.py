@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,6 +17,21 @@ from mnistlab.cli import main
 from mnistlab.errors import ConfigError
 
 TINY = {"train_size": 512, "test_size": 200}
+
+
+@pytest.fixture(scope="module")
+def peer_rows():
+    """The two peer runs that tests below assert on, each a real `python -m mnistlab.bench.ports.NAME`
+    process, started together when the module's first test that needs them runs (most of a short peer
+    run is its process starting: importing torch): run_peer's rows, as futures."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            # lecture at a target it meets after epoch 1
+            "lecture": pool.submit(peers.run_peer, "lecture", 0, target=0.05, max_epochs=3, **TINY, timeout=300),
+            # pytorch-examples at a target it never meets: two epochs of 4 Adadelta steps (256 images, batch 64)
+            "pytorch-examples": pool.submit(peers.run_peer, "pytorch-examples", 0, target=1.0, max_epochs=2,
+                                            train_size=256, test_size=200, timeout=300),
+        }
 
 
 @pytest.mark.parametrize("net, params", [
@@ -54,25 +70,25 @@ def test_tuomaso_data_is_normalised_and_shuffled_once():
         torch.testing.assert_close(x[i, 0], torch.from_numpy((images[label] / 255 - MNIST_MEAN) / MNIST_STD).float())
 
 
-def test_tuomaso_port_learns_in_one_epoch():
+def test_tuomaso_port_learns_in_one_epoch(peer_rows):  # in process, while the peer runs start
     result = tuomaso.run({"seed": 0, "target": 0.99, "train_size": 4096, "test_size": 1000})
     ((epoch, seconds, acc),) = result["curve"]
     assert epoch == 1 and seconds > 0 and result["train_images"] == 4096
     assert acc > 0.7  # chance is 0.1; 16 steps of the published recipe
 
 
-def test_peer_stops_at_the_target_and_reports_time_to_it():
+def test_peer_stops_at_the_target_and_reports_time_to_it(peer_rows):
     """lecture at a target it meets after epoch 1: one epoch trained, time to target = that epoch's seconds."""
-    row = peers.run_peer("lecture", 0, target=0.05, max_epochs=3, **TINY, timeout=300)
+    row = peer_rows["lecture"].result()
     assert row["error"] is None and row["epochs_run"] == 1 and row["epochs_to_target"] == 1
     assert row["time_to_target_s"] == row["curve"][0][1] > 0
     assert row["wall_s"] > row["train_seconds"] and row["peak_rss_mb"] > 100 and row["params"] == 8490
 
 
-def test_peer_that_never_reaches_the_target_is_reported_as_such():
-    row = peers.run_peer("pytorch-examples", 0, target=1.0, max_epochs=2, **TINY, timeout=300)
+def test_peer_that_never_reaches_the_target_is_reported_as_such(peer_rows):
+    row = peer_rows["pytorch-examples"].result()
     assert row["error"] is None and row["epochs_run"] == 2 and row["time_to_target_s"] is None
-    assert row["final_acc"] > 0.3  # it learns: two epochs of 8 Adadelta steps, well above chance
+    assert row["final_acc"] > 0.3  # it learns: two epochs of 4 Adadelta steps, well above chance
     report = _report({"pytorch-examples": [row]}, target=1.0)
     assert f"not reached, best {100 * row['best_acc']:.2f}%" in peers.format_table(report)
 
@@ -84,11 +100,14 @@ def test_run_process_measures_the_childs_wall_and_peak_rss():
     assert proc["wall_s"] >= 0.3 and proc["peak_rss_mb"] > 300
 
 
-def test_a_hung_or_crashing_peer_is_one_line_in_the_table(monkeypatch):
+def test_a_hung_or_crashing_peer_is_one_line_in_the_table(monkeypatch, peer_rows):
+    peer_rows["lecture"].result()  # the real lecture run has looked its port up: PEERS["lecture"] may change now
     monkeypatch.setitem(peers.PEERS, "lecture", peers.Peer("mnistlab.bench.ports.no_such_port", 9, "", ""))
-    crashed = peers.run_peer("lecture", 0, 0.99, timeout=300)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the hung child meanwhile
+        hung = pool.submit(peers.run_process, [sys.executable, "-c", "import time; time.sleep(30)"], "", timeout=0.5)
+        crashed = peers.run_peer("lecture", 0, 0.99, timeout=300)
+        hung = hung.result()
     assert crashed["error"].startswith("exit 1: ") and "no_such_port" in crashed["error"]
-    hung = peers.run_process([sys.executable, "-c", "import time; time.sleep(30)"], "", timeout=0.5)
     assert hung["timed_out"] and hung["wall_s"] < 10
     table = peers.format_table(_report({"lecture": [crashed]}))
     lecture_lines = [line for line in table.splitlines() if "lecture" in line]
@@ -133,8 +152,9 @@ def test_unknown_or_repeated_peer_is_one_error_line(capsys):
 
 def test_bench_against_runs_both_sides_and_writes_the_measures(tmp_path, capsys):
     out = tmp_path / "peers.json"
+    # --no-tta: a training flag for mnistlab's command (and its 10,000 test images seen once, not three times)
     argv = ["bench", "--against", "tuomaso", "--seeds", "0", "--peer-train-size", "512", "--peer-test-size", "200",
-            "--json", str(out)]
+            "--no-tta", "--json", str(out)]
     assert main(argv) == 0
     report = json.loads(out.read_text())
     ours, theirs = report["runs"]
@@ -142,12 +162,12 @@ def test_bench_against_runs_both_sides_and_writes_the_measures(tmp_path, capsys)
     for row in (ours, theirs):
         assert row["error"] is None and 0 < row["train_seconds"] < row["wall_s"] and row["peak_rss_mb"] > 100
         assert 0 <= row["final_acc"] <= 1
-    assert report["settings"] == {"train_size": 512}
+    assert report["settings"] == {"tta": False, "train_size": 512}
     assert set(report["ratios_mnistlab_over_peer"]["tuomaso"]) == {"time_to_target_s", "wall_s", "peak_rss_mb"}
     assert report["ratios_mnistlab_over_peer"]["tuomaso"]["wall_s"] == pytest.approx(ours["wall_s"] / theirs["wall_s"])
     printed = capsys.readouterr().out
     table = peers.format_table(report)
-    assert table in printed and "| mnistlab train --preset speedrun --train-size 512 | 1/1 |" in table
+    assert table in printed and "| mnistlab train --preset speedrun --no-tta --train-size 512 | 1/1 |" in table
     assert "| tuomaso | 1/1 |" in table
 
 

@@ -237,7 +237,7 @@ def launch_torchrun(args: argparse.Namespace) -> int:
     """
     import subprocess
 
-    from mnistlab.training.distributed import env_world, torchrun_command
+    from mnistlab.training.launch import env_world, torchrun_command  # not torch: torchrun and the ranks import it
 
     if env_world() > 1:
         raise ConfigError("--nproc: this process already runs under torchrun; give --nproc-per-node to torchrun instead")
@@ -270,7 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(args, "tensorboard", None) is not None:  # before torchrun starts, any data loads or a run folder
         from mnistlab.reporting.tensorboard import check_log_root, require_tensorboard
 
-        require_tensorboard()
+        require_tensorboard(package_only=getattr(args, "nproc", None) not in (None, 1))  # the launcher: no torch
         if args.tensorboard:
             check_log_root(args.tensorboard)
     if getattr(args, "nproc", None) not in (None, 1):

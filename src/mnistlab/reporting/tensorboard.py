@@ -22,10 +22,17 @@ INSTALL = ("--tensorboard needs the tensorboard extra: pip install 'mnistlab[ten
 EVENT_PREFIX = "events.out.tfevents."  # every event file's name starts so (TensorBoard looks for it)
 
 
-def require_tensorboard() -> None:
-    """Raise MnistlabError with the install line unless torch.utils.tensorboard can be imported."""
+def require_tensorboard(package_only: bool = False) -> None:
+    """Raise MnistlabError with the install line unless torch.utils.tensorboard can be imported.
+
+    `package_only`: only the tensorboard package, not torch (the `--nproc` launcher, which imports
+    no torch: each rank then checks torch.utils.tensorboard itself before anything is written).
+    """
     try:
-        import torch.utils.tensorboard  # noqa: F401  (it imports the tensorboard package)
+        if package_only:
+            import tensorboard  # noqa: F401
+        else:
+            import torch.utils.tensorboard  # noqa: F401  (it imports the tensorboard package)
     except ImportError:
         raise MnistlabError(INSTALL) from None
 

@@ -28,6 +28,7 @@ import torch.distributed as tdist
 import torch.nn as nn
 
 from mnistlab.errors import DistributedError, MnistlabError
+from mnistlab.training.launch import env_world, torchrun_command  # noqa: F401  (torch-free: the --nproc launcher)
 
 TIMEOUT_S = 60.0
 
@@ -119,14 +120,6 @@ def current() -> Dist:
     return _current
 
 
-def env_world() -> int:
-    """WORLD_SIZE as torchrun set it (1 when it is absent)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
 def init_from_env(device: torch.device) -> Dist:
     """Join torchrun's process group (once) when WORLD_SIZE > 1; the device type picks the backend.
 
@@ -155,14 +148,6 @@ def init_from_env(device: torch.device) -> Dist:
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     _current = Dist(rank, world, local, torch.device("cuda", local) if backend == "nccl" else torch.device("cpu"))
     return _current
-
-
-def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    """`python -m torch.distributed.run --standalone --nproc-per-node N -m mnistlab ARGV` (one machine)."""
-    import sys
-
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "mnistlab", *argv]
 
 
 def shutdown() -> None:
