@@ -281,11 +281,95 @@ def _env() -> dict:
     return env
 
 
-def test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
+LINGER_IDLE_HERE = 1.0  # $MNISTLAB_LINGER_IDLE for the servers of the lingering test (2 s by default)
+
+# The `mnistlab serve` processes the command's tests start, by test: (flags, whether in a session of
+# its own). Each costs seconds of imports before it answers, so those of the selected tests start side
+# by side as the module's first test runs (module fixture `_launches`); a test then takes its own,
+# still starting or already serving, and the one it starts after another stops is started there.
+LAUNCHES = {
+    "ctrl-c": (["--port", "0"], False),
+    "other host": (["--host", "0.0.0.0", "--port", "0"], False),
+    "two workers": (["--port", "0", "--workers", "2"], False),
+    "burst": (["--port", "0", "--workers", "2"], False),
+    "sigkilled": (["--port", "0", "--workers", "2"], True),
+    "small 1": (["--port", "0", "--max-body", "0.25", "--workers", "1"], False),
+    "small 2": (["--port", "0", "--max-body", "0.25", "--workers", "2"], False),
+}
+LAUNCHED_BY = {  # which test (or fixture parameter) takes which launch
+    "test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c": ["ctrl-c"],
+    "test_serve_warns_in_one_line_on_other_hosts": ["other host"],
+    "test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all": ["two workers"],
+    "test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced": ["burst"],
+    "test_a_sigkilled_serve_leaves_no_readiness_folder": ["sigkilled"],
+    "test_oversized_bodies_get_the_413_json_not_a_reset": ["small 1", "small 2"],
+    "test_a_lingering_connection_is_drained_within_bounds": ["small 1", "small 2"],
+}
+
+
+def _launch(key: str, tmp: Path) -> subprocess.Popen:
+    """`mnistlab serve FIXTURE` with LAUNCHES[key]'s flags, in tmp (its cwd and $TMPDIR: the workers'
+    readiness folder goes there)."""
+    flags, own_session = LAUNCHES[key]
+    env = {**_env(), "TMPDIR": str(tmp)}
+    env.pop("MNISTLAB_LINGER_IDLE", None)  # the servers users run: the default
+    if key.startswith("small"):
+        env["MNISTLAB_LINGER_IDLE"] = str(LINGER_IDLE_HERE)
+    return subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp, start_new_session=own_session)
+
+
+class _Launches:
+    def __init__(self, tmp_path_factory) -> None:
+        self.factory = tmp_path_factory
+        self.started: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def start(self, key: str) -> None:
+        tmp = self.factory.mktemp("serve")
+        self.started[key] = (_launch(key, tmp), tmp)
+
+    def take(self, key: str) -> tuple[subprocess.Popen, Path]:
+        """The launch `key` and its folder: the one started beforehand, else one started now."""
+        if key not in self.started:
+            self.start(key)
+        return self.started.pop(key)
+
+    def stop_all(self) -> None:
+        for key, (proc, _) in self.started.items():  # started, and not taken (a test failed before its turn)
+            if LAUNCHES[key][1]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
+            proc.communicate()
+
+
+def _launch_keys(item) -> list[str]:
+    keys = LAUNCHED_BY.get(getattr(item, "originalname", item.name), [])
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "small_server" in callspec.params:
+        keys = [f"small {callspec.params['small_server']}"]
+    return keys
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _launches(request, tmp_path_factory):
+    """The servers the selected tests of this module start, started side by side now."""
+    launches = _Launches(tmp_path_factory)
+    keys = {key for item in request.session.items if getattr(item, "module", None) is request.module
+            for key in _launch_keys(item)}
+    try:
+        for key in LAUNCHES:
+            if key in keys:
+                launches.start(key)
+        yield launches
+    finally:
+        launches.stop_all()
+
+
+def test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c(_launches):
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    proc, _ = _launches.take("ctrl-c")  # `mnistlab serve FIXTURE --port 0`
     try:
         first = proc.stdout.readline()
         url_line = proc.stdout.readline()
@@ -299,7 +383,7 @@ def test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c(tmp_path):
                 break
             except httpx.TransportError:
                 assert time.time() < deadline
-                time.sleep(0.2)
+                time.sleep(0.05)
         assert r.json()["label"] == "7"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=90)
@@ -314,12 +398,10 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
-def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(tmp_path):
+def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(_launches):
     import httpx
 
-    env = {**_env(), "TMPDIR": str(tmp_path)}  # where the workers' readiness folder goes
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc, tmp_path = _launches.take("two workers")  # --workers 2, $TMPDIR (the readiness folder's) tmp_path
     try:
         proc.stdout.readline()
         url = proc.stdout.readline().split()[1]  # printed once both processes have built their app
@@ -370,16 +452,14 @@ def _established_inodes(port: int) -> set[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
-def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(tmp_path):
+def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(_launches):
     """16 keep-alive clients connecting at once land on both processes (each listens on its own socket:
     with one shared socket the first process awake took them all in one run of four), and a process
     killed while serving is replaced while the other keeps answering."""
     import socket as socketlib
     from urllib.parse import urlsplit
 
-    env = {**_env(), "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc, tmp_path = _launches.take("burst")  # --workers 2, $TMPDIR (the readiness folder's) tmp_path
     conns = []
     try:
         proc.stdout.readline()
@@ -408,7 +488,7 @@ def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(tmp
             marked = {int(p.name) for p in tmp_path.glob("mnistlab-serve-*/*") if p.name.isdigit()}
             if len(now) == 2 and workers[0] not in now and marked == set(now):
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("the killed process was not replaced")
         import httpx
@@ -430,9 +510,8 @@ def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(tmp
     assert not [w for w in now if Path(f"/proc/{w}").exists()]
 
 
-def test_serve_warns_in_one_line_on_other_hosts(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--host", "0.0.0.0", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+def test_serve_warns_in_one_line_on_other_hosts(_launches):
+    proc, _ = _launches.take("other host")  # --host 0.0.0.0 --port 0
     try:
         warning = proc.stderr.readline()
         proc.stdout.readline()
@@ -555,11 +634,9 @@ def test_a_killed_servers_readiness_folder_is_swept_by_the_next_one(tmp_path, mo
         os.close(held)
 
 
-def _serve_two(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
-    """`mnistlab serve --workers 2` in a session of its own, its readiness folder in tmp_path: (it, its workers)."""
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_env(), "TMPDIR": str(tmp_path)},
-                            cwd=tmp_path, start_new_session=True)
+def _serve_two(proc: subprocess.Popen) -> tuple[subprocess.Popen, list[int]]:
+    """`mnistlab serve --workers 2` in a session of its own (the "sigkilled" launch), once it answers:
+    (it, its workers)."""
     proc.stdout.readline()
     assert proc.stdout.readline().startswith("open http"), proc.stderr.read()  # both workers have built their app
     return proc, [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
@@ -576,10 +653,11 @@ def _gone(pids: list[int], timeout: float = 30) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
-def test_a_sigkilled_serve_leaves_no_readiness_folder(tmp_path):
+def test_a_sigkilled_serve_leaves_no_readiness_folder(_launches):
     """SIGKILL on the parent alone: its workers stop and remove its folder (nothing is left at all).
     SIGKILL on the parent and its workers at once: the next start removes the folder at once."""
-    first, workers = _serve_two(tmp_path)
+    first, tmp_path = _launches.take("sigkilled")  # its readiness folder in tmp_path ($TMPDIR)
+    first, workers = _serve_two(first)
     try:
         assert len(list(tmp_path.glob("mnistlab-serve-*/*"))) == 2
         os.killpg(first.pid, signal.SIGKILL)  # the whole group: nobody cleans up
@@ -588,7 +666,7 @@ def test_a_sigkilled_serve_leaves_no_readiness_folder(tmp_path):
         (left,) = tmp_path.glob("mnistlab-serve-*")
     finally:
         first.kill()
-    second, workers = _serve_two(tmp_path)
+    second, workers = _serve_two(_launch("sigkilled", tmp_path))  # the next start, with the same $TMPDIR
     try:
         assert not left.exists()  # removed by the next start, young as it is
         assert len(list(tmp_path.glob("mnistlab-serve-*"))) == 1
@@ -605,12 +683,10 @@ def test_a_sigkilled_serve_leaves_no_readiness_folder(tmp_path):
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 workers"])
-def small_server(request, tmp_path_factory):
-    """`mnistlab serve --max-body 0.25` (256 KiB) with 1 or 2 worker processes: (url, the process)."""
-    tmp = tmp_path_factory.mktemp("serve")
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", str(FIXTURE), "--port", "0", "--max-body", "0.25",
-                             "--workers", str(request.param)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**_env(), "TMPDIR": str(tmp)}, cwd=tmp)
+def small_server(request, _launches):
+    """`mnistlab serve --max-body 0.25` (256 KiB) with 1 or 2 worker processes, lingering LINGER_IDLE_HERE
+    seconds without data ($MNISTLAB_LINGER_IDLE): (url, the process)."""
+    proc, _ = _launches.take(f"small {request.param}")
     try:
         proc.stdout.readline()
         yield proc.stdout.readline().split()[1], proc  # printed once every process answers
@@ -683,12 +759,24 @@ def _answer_then_end(conn) -> bytes:
     return data
 
 
+def test_linger_idle_is_two_seconds_unless_the_environment_says_otherwise(monkeypatch):
+    from mnistlab.serve.protocol import LINGER_IDLE_DEFAULT, LINGER_SECONDS, _linger_idle
+
+    assert LINGER_IDLE_DEFAULT == 2.0
+    monkeypatch.delenv("MNISTLAB_LINGER_IDLE", raising=False)
+    assert _linger_idle() == 2.0
+    for text, expected in (("0.5", 0.5), (str(LINGER_SECONDS), LINGER_SECONDS), ("0", 2.0), ("-1", 2.0), ("nan", 2.0),
+                           ("inf", 2.0), ("11", 2.0), ("soon", 2.0), ("", 2.0)):
+        monkeypatch.setenv("MNISTLAB_LINGER_IDLE", text)
+        assert _linger_idle() == expected, text
+
+
 def test_a_lingering_connection_is_drained_within_bounds(small_server):
     """After the early 413 the server reads and drops what the client still sends, until the client
     closes (a clean end, no reset), for at most LINGER_BYTES bytes or LINGER_IDLE seconds of silence."""
-    from mnistlab.serve.protocol import LINGER_BYTES, LINGER_IDLE
+    from mnistlab.serve.protocol import LINGER_BYTES
 
-    url, _ = small_server
+    url, _ = small_server  # lingering LINGER_IDLE_HERE seconds without data (2 s by default)
     # A client that reads the answer while sending, sends the rest, then closes its side: no reset.
     conn = _raw_request(url, 8 * 1024 * 1024)
     with conn:
@@ -705,11 +793,11 @@ def test_a_lingering_connection_is_drained_within_bounds(small_server):
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             for _ in range(2 * LINGER_BYTES // 65536):
                 conn.sendall(b"\0" * 65536)
-    # One that goes silent without closing is closed after LINGER_IDLE seconds.
+    # One that goes silent without closing is closed after LINGER_IDLE (here LINGER_IDLE_HERE) seconds.
     conn = _raw_request(url, 8 * 1024 * 1024)
     with conn:
         assert _answer_then_end(conn).startswith(b"HTTP/1.1 413")
-        time.sleep(LINGER_IDLE + 0.5)
+        time.sleep(LINGER_IDLE_HERE + 0.5)
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             for _ in range(20):  # the first send may still be accepted; the reset answers it
                 conn.sendall(b"\0" * 65536)

@@ -75,14 +75,24 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
+@pytest.fixture(scope="module")
+def loaded_page(browser, server):
+    """The page, loaded once for the tests that draw on it (page clears it between them)."""
     context = browser.new_context(viewport={"width": 900, "height": 620})
     pg = context.new_page()
     pg.goto(server)
     pg.wait_for_function(SETTLED)
     yield pg
     context.close()
+
+
+@pytest.fixture
+def page(loaded_page):
+    """The loaded page, cleared (as its Clear button does) when an earlier test drew on it."""
+    if loaded_page.evaluate("document.getElementById('canvas').dataset.version") != "0":
+        loaded_page.click("#clear")
+        loaded_page.wait_for_function(SETTLED)
+    return loaded_page
 
 
 # ----------------------------------------------------------------------------- strokes (canvas units: 280x280)

@@ -13,18 +13,35 @@ end of stream), and what the client still sends is read and thrown away, unparse
 until it closes its side, or for at most LINGER_BYTES bytes, LINGER_SECONDS in all or LINGER_IDLE
 seconds without data, after which the connection is closed (and may be reset) regardless. A close
 with nothing unread (a whole request answered) is immediate, as before.
+
+$MNISTLAB_LINGER_IDLE (seconds, more than 0 and at most LINGER_SECONDS) sets LINGER_IDLE in the server
+processes started with it (the tests shorten the wait they check it with); unset, unparsable or out of
+range, it is the default of 2 seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 LINGER_BYTES = 64 * 1024 * 1024  # the most a client may still send after its answer: a 50 MB upload still gets its 413
 LINGER_SECONDS = 10.0  # the longest a connection lingers in all
-LINGER_IDLE = 2.0  # ... or without receiving anything
+LINGER_IDLE_DEFAULT = 2.0
+
+
+def _linger_idle() -> float:
+    try:
+        value = float(os.environ.get("MNISTLAB_LINGER_IDLE", LINGER_IDLE_DEFAULT))
+    except ValueError:
+        return LINGER_IDLE_DEFAULT
+    return value if math.isfinite(value) and 0 < value <= LINGER_SECONDS else LINGER_IDLE_DEFAULT
+
+
+LINGER_IDLE = _linger_idle()  # ... or without receiving anything ($MNISTLAB_LINGER_IDLE; 2 s by default)
 
 
 class _Transport:
