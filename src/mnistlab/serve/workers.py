@@ -30,6 +30,7 @@ from mnistlab.errors import MnistlabError
 
 STARTUP_FAILURE = 3  # uvicorn's exit status for a process that could not start serving
 STOP_SECONDS = 5.0  # how long stopped processes get to finish their requests before they are killed
+ORPHAN_WAIT = 1.0  # how long a stopped process waits for a dying parent to be gone (_remove_orphaned)
 
 
 def run_server(server: Any, sockets: list[socket.socket]) -> None:
@@ -110,9 +111,19 @@ def _orphaned() -> bool:
     return parent is not None and not parent.is_alive()
 
 
-def _remove_orphaned(ready: str) -> None:
+def _remove_orphaned(ready: str, wait: float = 0.0) -> None:
     """Remove the readiness folder of a parent that died without its cleanup (SIGKILL); the other
-    processes may be doing the same."""
+    processes may be doing the same.
+
+    `wait`: how long to wait for the parent to be gone, after a stop that its death may have caused.
+    The kernel sends PR_SET_PDEATHSIG when the thread that started us dies, and a SIGKILLed parent's
+    threads die one by one: the signal may come before the last one has gone and the pipe that
+    `parent_process().is_alive()` watches is closed (seen about once in four runs of the SIGKILL test
+    with many servers starting). A stop by Ctrl-C waits too, until the parent's SIGTERM ends it.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None and wait > 0:
+        parent.join(wait)
     if _orphaned():
         shutil.rmtree(ready, ignore_errors=True)
 
@@ -127,14 +138,17 @@ def _worker(settings: dict[str, Any], address: Any, family: int, kind: int, prot
     try:
         config.load()  # builds the app (app_from_env); uvicorn's run() then skips loading
     except KeyboardInterrupt:  # Ctrl-C while starting: the parent is stopping too (or died)
-        _remove_orphaned(ready)
+        _remove_orphaned(ready, wait=ORPHAN_WAIT)
         os._exit(0)
     except Exception as e:  # the parent reports it in one line, instead of a traceback per process
         _write_failure(ready, str(e) if isinstance(e, MnistlabError) else f"{type(e).__name__}: {e}")
         os._exit(STARTUP_FAILURE)
-    sock = shared_port_socket(address, family, kind, proto, listen=True)
-    run_server(uvicorn.Server(config), [sock])
-    _remove_orphaned(ready)
+    try:
+        sock = shared_port_socket(address, family, kind, proto, listen=True)
+        run_server(uvicorn.Server(config), [sock])
+    except KeyboardInterrupt:  # the parent's death (or a Ctrl-C) before uvicorn took over the signal
+        pass
+    _remove_orphaned(ready, wait=ORPHAN_WAIT)
 
 
 def _write_failure(ready: str, message: str) -> None:
