@@ -181,33 +181,33 @@ def _has(cfg, **fields):
     return {k: getattr(cfg, k) for k in fields} == fields
 
 
-def test_lesson_defaults_are_the_lectures_settings(configs):
-    d = configs("depth")
+def test_lesson_defaults_are_the_lectures_settings(lesson_configs):
+    d = lesson_configs("depth")
     assert [c.hidden for c in d[:3]] == [(420, 120), (520, 320, 240, 120), (650, 530, 420, 350, 290, 200, 150, 80)]
     assert all(_has(c, epochs=9.0, model="mlp", init="default", **SGD_05) for c in d[:3])
     assert depth.LECTURE_ACC == {3: 0.96, 5: 0.97, 9: 0.11}
 
-    (s,) = configs("softmax")
+    (s,) = lesson_configs("softmax")
     assert _has(s, model="softmax", optimizer="sgd", lr=0.001, momentum=0.0, batch_size=100, steps=3000,
                 normalize="unit", schedule="constant", weight_decay=0.0)
     assert softmax.LECTURE_REGRESSION_ACC == 0.82
 
-    r = configs("rnn")
+    r = lesson_configs("rnn")
     assert _has(r[0], model="rnn", hidden_size=128, optimizer="adam", lr=0.001, batch_size=128, epochs=10.0,
                 schedule="constant", weight_decay=0.0)
     assert rnn.LECTURE_ACC == 0.972
 
-    o = configs("overfit")
+    o = lesson_configs("overfit")
     assert all(_has(c, model="mlp", hidden=(50, 20), optimizer="sgd", lr=0.01, momentum=0.9, batch_size=20, steps=500)
                for c in o)
     assert [c.train_size for c in o[:3]] == [20, 20, 20]
     assert (o[1].weight_decay, o[2].dropout) == (0.001, 0.4)
     assert overfit.LECTURE_VAL == "52-61%"
 
-    (lenet,) = configs("convolution")
+    (lenet,) = lesson_configs("convolution")
     assert _has(lenet, model="lenet", epochs=9.0, **SGD_05)
 
-    a = {c.activation: c for c in configs("activations")}
+    a = {c.activation: c for c in lesson_configs("activations")}
     assert a["leaky_relu"].negative_slope == 0.1
 
 

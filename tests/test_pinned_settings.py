@@ -13,7 +13,9 @@ listed key must differ from the fixture, and equal the new value).
 
 Each lesson runs for real but every training is cut to two optimiser steps, so the test takes
 seconds and compares the settings the lessons chose, not their numbers (those are the lessons' own
-tests).
+tests). The test records them with conftest's `lesson_configs` (shared with tests/test_lecture_lessons.py,
+which also evaluates only a few hundred images per training); `lesson_settings` below is the
+recorder that runs at the old commit.
 """
 
 from __future__ import annotations
@@ -125,10 +127,10 @@ def recorded() -> dict[str, Any]:
 
 @pytest.mark.parametrize("quick", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["quick", "full"])
 @pytest.mark.parametrize("name", LESSONS)
-def test_lesson_trains_with_the_settings_it_had_before_the_defaults_changed(name, quick, recorded, tmp_path):
+def test_lesson_trains_with_the_settings_it_had_before_the_defaults_changed(name, quick, recorded, lesson_configs):
     key = f"{name}{' --quick' if quick else ''}"
     old = with_lecture_changes(key, recorded["lessons"][key])
-    new = lesson_settings(name, quick, tmp_path)
+    new = [settings(cfg) for cfg in lesson_configs(name, quick)]
     assert len(new) == len(old), f"{name}: {len(old)} trainings before, {len(new)} now"
     for i, (before, now) in enumerate(zip(old, new)):
         assert not _differences(before, now), f"{name} training {i}: " + "; ".join(_differences(before, now))
