@@ -258,6 +258,7 @@ def twins(jobs) -> Path:
     return jobs["twins"].result()
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 def test_two_processes_end_with_the_weights_of_one(twins):
     a, b = weights(twins / "runs" / "one"), weights(twins / "runs" / "two")
     assert a.keys() == b.keys()
@@ -266,6 +267,7 @@ def test_two_processes_end_with_the_weights_of_one(twins):
     assert any((v != 0).any() for v in a.values())
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 def test_distributed_metrics_equal_single_process_ones(twins):
     for kind in ("epoch", "test"):
         one, two = records(twins / "runs" / "one", kind), records(twins / "runs" / "two", kind)
@@ -282,6 +284,7 @@ def test_distributed_metrics_equal_single_process_ones(twins):
     assert ev2["confusion_matrix"] == ev1["confusion_matrix"]  # the gathered test logits, in order
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 def test_only_rank_0_writes_and_prints(twins):
     assert sorted(p.name for p in (twins / "runs").iterdir()) == ["one", "two"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -314,6 +317,7 @@ def test_the_nproc_launcher_leaves_torch_to_torchrun_and_the_ranks(tmp_path):
     assert proc.stdout.split() == ["False", "torch.distributed.run"]
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 def test_batch_norm_keeps_per_rank_statistics_and_evaluates_rank_0s_model(jobs, capsys):
     """fastcnn has batch norm: each rank normalises its share by the share's statistics (not SyncBatchNorm),
     so the weights differ from one process's; the model saved (rank 0's running statistics) is the one
@@ -329,6 +333,7 @@ def test_batch_norm_keeps_per_rank_statistics_and_evaluates_rank_0s_model(jobs, 
     assert f"accuracy    {reported['test_acc']:.4f}" in out and f"loss        {reported['test_loss']:.4f}" in out
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 @pytest.mark.skipif(not LINUX, reason="finds the ranks through /proc")
 def test_a_killed_rank_ends_the_job_quickly(jobs):
     returncode, took, stderr = jobs["killed"].result()
@@ -337,6 +342,7 @@ def test_a_killed_rank_ends_the_job_quickly(jobs):
     assert "Signal 9 (SIGKILL)" in stderr or "lost contact with the other ranks" in stderr, stderr[-3000:]
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 @pytest.mark.skipif(not LINUX, reason="sends SIGTERM")
 def test_sigterm_saves_one_checkpoint_and_resume_continues_bit_for_bit(jobs):
     """SIGTERM mid-run: rank 0 saves one checkpoint; `--resume` under DDP ends with the weights of an

@@ -129,6 +129,7 @@ def _load(study: str, storage: str):
         return None
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 @pytest.mark.parametrize("kind", ["postgres", "journal"])
 def test_a_worker_killed_mid_trial_is_retried_and_the_study_ends_with_the_trials_asked_for(tmp_path, kind, request):
     if kind == "postgres":
@@ -179,6 +180,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_study_ends_with_the_trials
     assert "4 trials in " in out and "(1 run again: its worker died or stalled); study" in out
 
 
+@pytest.mark.slow  # real multi-process jobs: CI runs them
 def test_two_commands_on_one_postgres_study_each_add_their_trials(tmp_path, postgres):
     """Two machines: the same command twice at once, the password from PGPASSWORD (not on the command line).
 
