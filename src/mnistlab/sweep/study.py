@@ -163,6 +163,19 @@ def _open_database(storage: str, heartbeat: int, grace: int) -> Any:
         raise MnistlabError(f"{where}: cannot open the study tables: {connect_reason(e)}") from None
 
 
+def _hold_flock(path: str) -> int:
+    """An open descriptor of `path` (created if need be) holding its exclusive flock; closing it lets go."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:  # interrupted while waiting: no descriptor left open
+        os.close(fd)
+        raise
+    return fd
+
+
 class JournalWriteLock:
     """Optuna's journal-file write lock as an flock on FILE.flock, which the kernel drops when its process dies.
 
@@ -177,15 +190,7 @@ class JournalWriteLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        import fcntl
-
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        self._fd = _hold_flock(self._path)
         return True
 
     def release(self) -> None:
@@ -241,10 +246,7 @@ class ClaimLock:
             self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
         elif self._path is not None:
-            import fcntl
-
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._fd = _hold_flock(self._path)
         self.held = True
 
     def release(self) -> None:
