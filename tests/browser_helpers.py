@@ -24,3 +24,12 @@ def draw(pg, strokes, steps: int | None = None) -> None:
             pg.mouse.move(box["x"] + nx * k, box["y"] + ny * k, steps=n)
             x, y = nx, ny
         pg.mouse.up()
+
+
+def clear_if_drawn(pg) -> bool:
+    """Click the page's Clear button if an earlier test drew on it (its canvas version is not 0): a page
+    loaded once per module starts each test blank. Whether it clicked (the caller waits for it to settle)."""
+    if pg.evaluate("document.getElementById('canvas').dataset.version") == "0":
+        return False
+    pg.click("#clear")
+    return True

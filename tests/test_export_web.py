@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_helpers import draw
+from browser_helpers import clear_if_drawn, draw
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
 
@@ -230,8 +230,7 @@ def loaded_page(browser, site):
 def page(loaded_page):
     """The loaded page, cleared (as its Clear button does) for a test that draws on it: no errors after."""
     pg, errors = loaded_page
-    if pg.evaluate("document.getElementById('canvas').dataset.version") != "0":  # drawn on by an earlier test
-        pg.click("#clear")
+    if clear_if_drawn(pg):
         until(pg, SETTLED)
     yield pg
     assert errors == []

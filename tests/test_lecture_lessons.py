@@ -4,13 +4,13 @@ their numbers are in the README's fidelity table)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lesson_helpers import record_lesson_configs
 
 from mnistlab.cli import main
 from mnistlab.errors import ConfigError
@@ -151,28 +151,6 @@ def test_run_all_writes_one_page_with_every_lesson_named(tmp_path):
 # ----------------------------------------------------------------------------- the defaults are the lecture's
 
 
-@pytest.fixture
-def configs(monkeypatch, tmp_path):
-    """Run a lesson in its default (not --quick) mode with every training cut to 1 step; return the configs."""
-    from mnistlab.runs.session import TrainSession
-
-    seen = []
-    original = TrainSession.__dict__["start"]
-
-    def start(cls, cfg, data=None):
-        seen.append(cfg)
-        return original.__func__(cls, dataclasses.replace(cfg, steps=1, epochs=None, target_acc=None), data)
-
-    monkeypatch.setattr(TrainSession, "start", classmethod(start))
-
-    def run(name, **options):
-        seen.clear()
-        run_experiment(name, Options(**{"out_dir": tmp_path / name, "device": "cpu", "threads": 2, **options}))
-        return list(seen)
-
-    return run
-
-
 SGD_05 = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "nesterov": False, "batch_size": 64, "schedule": "constant",
           "weight_decay": 0.0, "loss": "ce"}
 
@@ -232,9 +210,9 @@ def test_depth_lecture_defaults_are_the_lectures_settings_over_five_seeds(tmp_pa
     assert [c.seed for c in depth.seed_configs(Options(out_dir=tmp_path, lecture=True, seeds=(7, 2)))] == [7, 2]
 
 
-def test_depth_lecture_runs_what_gives_11_percent_when_no_seed_stays_on_the_plateau(configs, monkeypatch, tmp_path):
+def test_depth_lecture_runs_what_gives_11_percent_when_no_seed_stays_on_the_plateau(monkeypatch, tmp_path):
     monkeypatch.setattr(depth, "left_plateau_epoch", lambda accs, below=0.0: 1)  # every seed "leaves" at epoch 1
-    runs = configs("depth", lecture=True, seeds=(3, 4), quick=True, threads=1)
+    runs = record_lesson_configs("depth", tmp_path / "depth", lecture=True, seeds=(3, 4), quick=True, threads=1)
     assert [(c.seed, c.activation, c.lr) for c in runs] == [(3, "relu", 0.01), (4, "relu", 0.01), (3, "sigmoid", 0.01),
                                                              (3, "relu", 0.001)]
     result = json.loads((tmp_path / "depth" / "results.json").read_text(encoding="utf-8"))

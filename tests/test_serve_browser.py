@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_helpers import draw
+from browser_helpers import clear_if_drawn, draw
 
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).is_file():
@@ -89,8 +89,7 @@ def loaded_page(browser, server):
 @pytest.fixture
 def page(loaded_page):
     """The loaded page, cleared (as its Clear button does) when an earlier test drew on it."""
-    if loaded_page.evaluate("document.getElementById('canvas').dataset.version") != "0":
-        loaded_page.click("#clear")
+    if clear_if_drawn(loaded_page):
         loaded_page.wait_for_function(SETTLED)
     return loaded_page
 
