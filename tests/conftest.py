@@ -1,5 +1,5 @@
-"""Shared fixtures: two threads like CI, an isolated user cache and home, seeded RNGs, a small synthetic
-data set, the real-data path."""
+"""Shared fixtures: each test's share of the cores as torch threads, an isolated user cache and home,
+seeded RNGs, a small synthetic data set, the real-data path."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytest
-import torch
-from lesson_helpers import record_lesson_configs
+from cores import THREADS, WORKERS  # before torch: OMP_NUM_THREADS must be set before it starts
 
-torch.set_num_threads(2)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the processes the tests start take the same share
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from lesson_helpers import record_lesson_configs  # noqa: E402
+
+torch.set_num_threads(THREADS)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,19 +58,25 @@ def _user_cache(_isolated_home, monkeypatch):
     return _isolated_home / "cache"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most four (more workers mean more processes and servers
+    started at once, and the timing windows of the signal and drain tests get tight)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture(autouse=True)
-def _two_threads():
-    """Every test starts on two threads, like CI: a test whose code sets torch's thread count (--threads,
-    Config.threads) must not change the numbers of the tests after it."""
+def _worker_threads():
+    """Every test starts on its worker's thread count: a test whose code sets torch's thread count
+    (--threads, Config.threads) must not change the numbers of the tests after it."""
     yield
-    if torch.get_num_threads() != 2:
-        torch.set_num_threads(2)
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 @pytest.fixture
 def one_thread():
     """One torch thread for the test (recurrent nets run many tiny ops per step: one beats two on a busy
-    2-core machine); _two_threads puts two back afterwards."""
+    2-core machine); _worker_threads puts the worker's count back afterwards."""
     torch.set_num_threads(1)
     yield
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any
+from cores import THREADS
 
 RECORD_EVAL_IMAGES = 256  # validation and test images each recorded training evaluates
 
@@ -36,7 +37,7 @@ def record_lesson_configs(name: str, out_dir: Path, **options: Any) -> list[Any]
 
     TrainSession.start, session.load_data = classmethod(start), load_data
     try:
-        run_experiment(name, Options(**{"out_dir": out_dir, "seed": 0, "device": "cpu", "threads": 2, **options}))
+        run_experiment(name, Options(**{"out_dir": out_dir, "seed": 0, "device": "cpu", "threads": THREADS, **options}))
     finally:
         TrainSession.start, session.load_data = original_start, original_load
     return recorded

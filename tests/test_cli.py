@@ -9,8 +9,9 @@ import torch
 
 from mnistlab.runs.checkpoint import load_checkpoint
 from mnistlab.cli import main
+from cores import THREADS
 
-FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-size", "200", "--threads", "2"]
+FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-size", "200", "--threads", str(THREADS)]
 
 
 def _train(tmp_path, *extra, name="run"):
@@ -58,7 +59,7 @@ def test_resume_finishes_like_an_uninterrupted_run(tmp_path):
     from mnistlab.runs.session import TrainSession
 
     common = dict(dataset="synthetic", model="mlp", hidden=(32,), epochs=3, batch_size=64, val_size=200,
-                  augment=True, dropout=0.2, out_dir=str(tmp_path), figures=False, threads=2)
+                  augment=True, dropout=0.2, out_dir=str(tmp_path), figures=False, threads=THREADS)
     TrainSession.start(Config(name="whole", **common)).fit()
     session = TrainSession.start(Config(name="split", **common))
     steps = []

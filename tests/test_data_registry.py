@@ -12,6 +12,7 @@ from mnistlab.data.loader import load_dataset
 from mnistlab.data.raw import RawData, load_raw
 from mnistlab.data.sources import DatasetSpec, LoadOptions, get_dataset_spec, list_datasets, register_dataset
 from mnistlab.errors import ConfigError, DataError
+from cores import THREADS
 
 TOY = "toy-bars"
 
@@ -68,7 +69,7 @@ def test_a_registered_generated_set_trains_from_the_command_line(toy, tmp_path, 
 
     out = tmp_path / "runs"
     assert main(["train", "--dataset", TOY, "--model", "softmax", "--epochs", "2", "--val-size", "200",
-                 "--no-figures", "--threads", "2", "--out-dir", str(out), "--name", "toy"]) == 0
+                 "--no-figures", "--threads", str(THREADS), "--out-dir", str(out), "--name", "toy"]) == 0
     assert f"on {TOY}: 1,000 train / 200 val / 300 test" in capsys.readouterr().out
     records = [json.loads(line) for line in (out / "toy" / "metrics.jsonl").read_text().splitlines()]
     (test,) = [r for r in records if r["kind"] == "test"]

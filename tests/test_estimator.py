@@ -7,6 +7,7 @@ import pytest
 
 from mnistlab import Classifier
 from mnistlab.errors import ConfigError, DataError
+from cores import THREADS
 
 sklearn = pytest.importorskip("sklearn")
 
@@ -22,7 +23,7 @@ def digits():
 
 def test_fits_uint8_arrays_and_scores_like_sklearn(digits):
     x, y, xt, yt = digits
-    clf = Classifier("fastcnn", epochs=3, lr=0.15, label_smoothing=0.0, seed=0, threads=2).fit(x, y)
+    clf = Classifier("fastcnn", epochs=3, lr=0.15, label_smoothing=0.0, seed=0, threads=THREADS).fit(x, y)
     assert clf.score(xt, yt) > 0.90
     proba = clf.predict_proba(xt[:50])
     assert proba.shape == (50, 10)

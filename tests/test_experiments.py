@@ -13,12 +13,13 @@ from mnistlab.errors import ConfigError
 from mnistlab.lessons.experiments import Options, Result, get_experiment, list_experiments, run_experiment
 from mnistlab.lessons.experiments.common import format_table, format_value
 from mnistlab.lessons.experiments.softmax import EXAMPLE, EXPECTED, naive_softmax, stable_softmax
+from cores import THREADS
 
 NAMES = ("depth", "activations", "overfit", "losses", "ova", "softmax", "templates", "rnn", "shapes")
 
 
 def run_quick(name: str, out_dir: Path) -> Result:
-    return run_experiment(name, Options(out_dir=out_dir, quick=True, seed=0, device="cpu", threads=2))
+    return run_experiment(name, Options(out_dir=out_dir, quick=True, seed=0, device="cpu", threads=THREADS))
 
 
 def check_files(result: Result, out_dir: Path) -> dict:
@@ -170,7 +171,7 @@ def test_shapes_chain_and_explained_head(tmp_path):
 
 
 def test_cli_experiment_softmax(tmp_path, capsys):
-    assert main(["experiment", "softmax", "--quick", "--out-dir", str(tmp_path), "--device", "cpu", "--threads", "2"]) == 0
+    assert main(["experiment", "softmax", "--quick", "--out-dir", str(tmp_path), "--device", "cpu", "--threads", str(THREADS)]) == 0
     out = capsys.readouterr().out
     assert "rough" in out and "0.842" in out and "report.html" in out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "report.html").is_file()

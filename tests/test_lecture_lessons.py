@@ -19,6 +19,7 @@ from mnistlab.lessons.experiments import convolution, depth, overfit, rnn, softm
 from mnistlab.lessons.experiments.common import LECTURE_TABLE
 from mnistlab.models import create_model
 from mnistlab.reporting.html import escape
+from cores import THREADS
 
 
 # ----------------------------------------------------------------------------- worked examples
@@ -121,7 +122,7 @@ def test_max_pool_commutes_with_relu_and_average_pool_does_not():
 
 
 def test_cli_experiment_convolution_quick(tmp_path, capsys):
-    args = ["experiment", "convolution", "--quick", "--out-dir", str(tmp_path), "--device", "cpu", "--threads", "2"]
+    args = ["experiment", "convolution", "--quick", "--out-dir", str(tmp_path), "--device", "cpu", "--threads", str(THREADS)]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "[[6, 8], [3, 4]]" in out and "0 wrong" in out
@@ -138,7 +139,7 @@ def test_cli_experiment_convolution_quick(tmp_path, capsys):
 
 
 def test_run_all_writes_one_page_with_every_lesson_named(tmp_path):
-    results = run_all(Options(out_dir=tmp_path, quick=True, device="cpu", threads=2), names=["worked", "softmax"])
+    results = run_all(Options(out_dir=tmp_path, quick=True, device="cpu", threads=THREADS), names=["worked", "softmax"])
     assert [r.name for r in results] == ["worked", "softmax"]
     page = (tmp_path / ALL_PAGE).read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page

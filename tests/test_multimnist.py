@@ -10,6 +10,7 @@ import torch
 
 from mnistlab.data import multimnist
 from mnistlab.errors import ConfigError
+from cores import THREADS
 
 
 def _rebuild(part: multimnist.Composed, images: np.ndarray) -> np.ndarray:
@@ -151,7 +152,7 @@ def test_cli_train_and_evaluate_multilabel(tmp_path, capsys):
 
     run = tmp_path / "bce"
     args = ["train", "--dataset", "multimnist", "--loss", "bce", "--train-size", "300", "--val-size", "100",
-            "--model", "softmax", "--steps", "10", "--batch-size", "32", "--threads", "2", "--out-dir", str(tmp_path), "--name", "bce", "-q"]
+            "--model", "softmax", "--steps", "10", "--batch-size", "32", "--threads", str(THREADS), "--out-dir", str(tmp_path), "--name", "bce", "-q"]
     assert main(args) == 0
     assert "Subset accuracy" in capsys.readouterr().out
     for name in ("evaluation.json", "curves.png", "predictions.png", "per_label_f1.png"):
@@ -170,7 +171,7 @@ def test_bce_learns_sets_and_beats_softmax(tmp_path):
     from mnistlab.lessons.experiments import run_experiment
     from mnistlab.lessons.experiments.common import Options
 
-    result = run_experiment("multilabel", Options(out_dir=tmp_path, quick=True, threads=2, epochs=2.0))
+    result = run_experiment("multilabel", Options(out_dir=tmp_path, quick=True, threads=THREADS, epochs=2.0))
     rows = {r["loss"]: r for r in next(iter(result.tables.values()))}
     bce, ce = rows["bce"], rows["ce"]
     assert bce["subset_acc"] > 0.4

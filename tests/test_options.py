@@ -15,8 +15,9 @@ from mnistlab.errors import ConfigError
 from mnistlab.models import create_model, list_models, model_options, models_using
 from mnistlab.runs.session import check_names
 from mnistlab.training.trainer import Trainer, build_optimizer, lr_at
+from cores import THREADS
 
-FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-size", "200", "--threads", "2"]
+FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "2", "--val-size", "200", "--threads", str(THREADS)]
 
 
 @pytest.fixture
@@ -286,7 +287,7 @@ def stopped_run(tmp_path):
     from mnistlab.runs.session import TrainSession
 
     cfg = Config(dataset="synthetic", model="softmax", epochs=2, val_size=200, out_dir=str(tmp_path), name="run",
-                 figures=False, threads=2)
+                 figures=False, threads=THREADS)
     session = TrainSession.start(cfg)
     steps = []
     with pytest.raises(TrainSession.Interrupted):

@@ -273,7 +273,13 @@ def nap(path):
     time.sleep(30)
 
 parallel.start_drawers(2)
-threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+def interrupt_once_both_draw():
+    # a fixed delay is too short on a busy machine, where the drawers take longer to take their jobs
+    deadline = time.monotonic() + 30
+    while len(list(Path({str(tmp_path)!r}).glob("*.pid"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt_once_both_draw, daemon=True).start()
 try:
     parallel.render_all([(nap, (Path({str(tmp_path)!r}) / "a.pid",), {{}}), (nap, (Path({str(tmp_path)!r}) / "b.pid",), {{}})])
 except KeyboardInterrupt:

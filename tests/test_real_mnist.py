@@ -9,6 +9,7 @@ import torch
 from mnistlab.config import Config
 from mnistlab.data.loader import build_bundle
 from mnistlab.runs.session import TrainSession
+from cores import THREADS
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -33,7 +34,7 @@ def test_validation_split_is_stratified_and_disjoint(mnist_raw):
 def mnist_run(tmp_path_factory):
     """The default CNN and schedule, cut to one epoch to keep the suite quick."""
     out = tmp_path_factory.mktemp("runs")
-    cfg = Config(epochs=1, out_dir=str(out), name="mnist", figures=False, threads=2)
+    cfg = Config(epochs=1, out_dir=str(out), name="mnist", figures=False, threads=THREADS)
     history = TrainSession.start(cfg).fit()
     return out / "mnist", history
 
@@ -102,7 +103,7 @@ def test_deep_sgd_mlp_fails_and_kaiming_batch_norm_fixes_it(mnist_raw):
     hidden = (650, 530, 420, 350, 290, 200, 150, 80)
     lecture = dict(model="mlp", hidden=hidden, optimizer="sgd", lr=0.01, momentum=0.5, nesterov=False,
                    batch_size=64, schedule="constant", warmup=0.0, weight_decay=0.0, label_smoothing=0.0, save_run=False,
-                   train_size=6400, val_size=0, epochs=1, threads=2)
+                   train_size=6400, val_size=0, epochs=1, threads=THREADS)
     stuck = TrainSession.start(Config(**lecture)).fit()
     preds = stuck.test.logits.argmax(1)
     assert torch.bincount(preds, minlength=10).max().item() > 0.9 * len(preds)  # one class for (nearly) every image

@@ -14,8 +14,9 @@ from mnistlab.config import Config
 from mnistlab.errors import ConfigError
 from mnistlab.runs.rundir import RunDir, lock_folder
 from mnistlab.runs.session import TrainSession
+from cores import THREADS
 
-FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200", "--threads", "2",
+FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200", "--threads", str(THREADS),
         "--no-figures", "-q"]
 
 
@@ -27,7 +28,8 @@ def _keep_threads():
 
 
 def _train(tmp_path, *extra, name="x"):
-    base = FAST if "--steps" not in extra else [a for a in FAST if a not in ("--epochs", "1")]  # one length only
+    at = FAST.index("--epochs")
+    base = FAST if "--steps" not in extra else FAST[:at] + FAST[at + 2:]  # one length only
     return main(["train", *base, "--out-dir", str(tmp_path), "--name", name, *extra])
 
 

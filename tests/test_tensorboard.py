@@ -20,9 +20,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 from mnistlab.cli import main  # noqa: E402
 from mnistlab.reporting.tensorboard import INSTALL, fresh_log_dir  # noqa: E402
 from mnistlab.runs.rundir import is_failed_start, remove_failed_start  # noqa: E402
+from cores import THREADS
 
 TRAIN = ["train", "--dataset", "synthetic", "--model", "mlp", "--hidden", "32", "--epochs", "2", "--batch-size", "64", "--train-size", "640",
-         "--val-size", "200", "--log-every", "2", "--threads", "2", "-q"]
+         "--val-size", "200", "--log-every", "2", "--threads", str(THREADS), "-q"]
 
 
 def _events(folder: Path) -> EventAccumulator:
@@ -112,7 +113,7 @@ def test_interrupt_then_resume_logs_each_step_once(tmp_path):
     from mnistlab.runs.session import TrainSession
 
     cfg = Config(dataset="synthetic", model="mlp", hidden=(32,), epochs=2, batch_size=64, train_size=640, val_size=200, log_every=2,
-                 out_dir=str(tmp_path), name="cut", figures=False, threads=2)
+                 out_dir=str(tmp_path), name="cut", figures=False, threads=THREADS)
     session = TrainSession.start(cfg)
     taken: list[int] = []
     with pytest.raises(TrainSession.Interrupted):
@@ -139,7 +140,7 @@ def test_resume_without_the_flag_says_where_the_log_is(tmp_path, capsys):
     from mnistlab.runs.session import TrainSession
 
     cfg = Config(dataset="synthetic", model="softmax", epochs=2, val_size=200, log_every=1, out_dir=str(tmp_path),
-                 name="r", figures=False, threads=2)
+                 name="r", figures=False, threads=THREADS)
     session = TrainSession.start(cfg)
     with pytest.raises(TrainSession.Interrupted):
         session.fit(should_stop=lambda: True, tensorboard=session.tensorboard_dir())
@@ -194,7 +195,7 @@ def test_a_file_as_dir_is_one_line_and_nothing_written(tmp_path, capsys):
 
 def test_experiment_logs_each_arm_as_a_run(tmp_path, capsys):
     out = tmp_path / "ova"
-    assert main(["experiment", "ova", "--quick", "--epochs", "0.1", "--threads", "2", "--out-dir", str(out),
+    assert main(["experiment", "ova", "--quick", "--epochs", "0.1", "--threads", str(THREADS), "--out-dir", str(out),
                  "--tensorboard"]) == 0
     assert f"TensorBoard: 12 runs in {out / 'tb'}" in capsys.readouterr().out
     arms = sorted(p.name for p in (out / "tb").iterdir())
