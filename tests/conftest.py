@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from cores import THREADS, WORKERS  # before torch: OMP_NUM_THREADS must be set before it starts
+from cores import THREADS, WORKERS, usable_cores  # before torch: OMP_NUM_THREADS must be set before it starts
 
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the processes the tests start take the same share
@@ -61,7 +61,7 @@ def _user_cache(_isolated_home, monkeypatch):
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most four (more workers mean more processes and servers
     started at once, and the timing windows of the signal and drain tests get tight)."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    return max(1, min(4, usable_cores()))
 
 
 @pytest.fixture(autouse=True)

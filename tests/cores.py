@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import os
 
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system says, else every core)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 # alone, two threads like CI's two cores; under xdist, this worker's share
-THREADS = 2 if WORKERS == 1 else max(1, len(os.sched_getaffinity(0)) // WORKERS)
+THREADS = 2 if WORKERS == 1 else max(1, usable_cores() // WORKERS)
