@@ -11,7 +11,7 @@ RECORD_EVAL_IMAGES = 256  # validation and test images each recorded training ev
 
 
 def record_lesson_configs(name: str, out_dir: Path, **options: Any) -> list[Any]:
-    """Run lesson `name` for real (`Options(**options)`, CPU, seed 0, two threads unless given) and return the
+    """Run lesson `name` for real (`Options(**options)`, CPU, seed 0, THREADS unless given) and return the
     Config of every training it starts, in order, as the lesson built it.
 
     Only what comes after the recording is cut, to keep it fast: each training runs two optimiser steps, and
