@@ -234,9 +234,9 @@ def test_big_jpeg_is_fast_and_right(reference):
     photo = draw_seven((2000, 1500), (600, 200, 1500, 1300)).convert("RGB")
     data = encode(photo, "JPEG", quality=90)
     prepare_image(data)  # warm up
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: the other test worker may hold the cores meanwhile
     out = prepare_image(data)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert corr(out, reference) > 0.95
     assert elapsed < 0.25  # ~5 ms here; generous for a busy 2-core machine
 
@@ -307,13 +307,13 @@ def _bad_file(kind: str, tmp_path: Path) -> Path:
                                   "bomb", "over_our_limit"])
 def test_bad_files_raise_image_error_naming_the_file(tmp_path, kind):
     path = _bad_file(kind, tmp_path)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: the other test worker may hold the cores meanwhile
     for call in (load_image, prepare_image):
         with pytest.raises(ImageError) as info:
             call(path)
         message = str(info.value)
         assert str(path) in message and "\n" not in message
-    assert time.perf_counter() - start < 2  # bombs are refused from the header, not decoded
+    assert time.process_time() - start < 2  # bombs are refused from the header, not decoded
     if kind in ("bomb", "over_our_limit"):
         assert "pixels" in message
 
