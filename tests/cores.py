@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 
-
 def usable_cores() -> int:
     """The cores this process may run on (its affinity where the system says, else every core)."""
     affinity = getattr(os, "sched_getaffinity", None)
