@@ -197,11 +197,27 @@ def test_bad_files_among_good_ones_each_get_one_error_line(run, pictures, tmp_pa
     assert results[3] == {"file": str(missing), "error": "no such file"}
     batch = ["blank" if r["blank"] else (r["class"], round(r["prob"], 5)) for r in results[::2]]
     assert batch == _labels(run, good, capsys)
-    # --skip-bad: the same answers, the errors as warnings, exit 0.
-    assert main(["predict", str(run), *argv, "--skip-bad"]) == 0
-    captured = capsys.readouterr()
-    assert captured.out.splitlines() == lines
-    assert captured.err.splitlines() == [e.replace("error:", "warning:", 1) for e in errors]
+    # --skip-bad: the same answers, the errors as warnings, exit 0; before the images or among them too.
+    for where in (len(argv), 0, 2):
+        assert main(["predict", str(run), *argv[:where], "--skip-bad", *argv[where:]]) == 0, where
+        captured = capsys.readouterr()
+        assert captured.out.splitlines() == lines
+        assert captured.err.splitlines() == [e.replace("error:", "warning:", 1) for e in errors]
+
+
+def test_options_between_the_images_leave_the_list_whole(run, pictures, capsys):
+    """`predict RUN a.png --json b.png`: argparse alone ended the images at RUN and refused the rest."""
+    good = [str(pictures["seven.png"]), str(pictures["seven-inverted.png"])]
+    assert main(["predict", str(run), *good, "--json", "--top-k", "2"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in expected] == good
+    assert main(["predict", str(run), good[0], "--json", good[1], "--top-k", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    with pytest.raises(SystemExit) as info:  # an unknown option is still argparse's one line, exit 2
+        main(["predict", str(run), good[0], "--no-such-flag", good[1]])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"mnistlab: error: unrecognized arguments: --no-such-flag {good[1]}"
 
 
 def test_nothing_readable_exits_1_with_or_without_skip_bad(run, tmp_path, capsys):
