@@ -86,8 +86,12 @@ def postgres():
         done = run(bindir / "initdb", "-D", data, "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
                    "--no-sync")
         assert done.returncode == 0, done.stderr
-        done = run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "30", "-o",
-                   f"-p {port} -k {folder} -h 127.0.0.1 -c fsync=off -c max_connections=60", "start")
+        for _ in range(3):  # the free port found may be taken by another test worker before the server binds it
+            done = run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "30", "-o",
+                       f"-p {port} -k {folder} -h 127.0.0.1 -c fsync=off -c max_connections=60", "start")
+            if done.returncode == 0 or "already in use" not in (log.read_text() if log.exists() else ""):
+                break
+            port = _free_port()
         assert done.returncode == 0, done.stderr + (log.read_text() if log.exists() else "")
         with psycopg.connect(host="127.0.0.1", port=port, user=USER, password=PASSWORD, dbname="postgres",
                              autocommit=True) as conn:
