@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from cores import THREADS, WORKERS, usable_cores  # before torch: OMP_NUM_THREADS must be set before it starts
+from cores import THREADS, WORKERS  # before torch: OMP_NUM_THREADS must be set before it starts
 
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)  # the processes the tests start take the same share
@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from lesson_helpers import record_lesson_configs  # noqa: E402
+
+from mnistlab.cpus import usable_cpus  # noqa: E402
 
 torch.set_num_threads(THREADS)
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -61,7 +63,7 @@ def _user_cache(_isolated_home, monkeypatch):
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most four (more workers mean more processes and servers
     started at once, and the timing windows of the signal and drain tests get tight)."""
-    return max(1, min(4, usable_cores()))
+    return max(1, min(4, usable_cpus()))
 
 
 @pytest.fixture(autouse=True)
@@ -135,7 +137,8 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lesson_configs(tmp_path_factory):
     """`lesson_configs(name, quick)`: the Configs of every training lesson `name` starts (record_lesson_configs),
-    recorded once per session and shared (tests/test_pinned_settings.py and tests/test_lecture_lessons.py)."""
+    recorded once per session (once per xdist worker) and shared by tests/test_pinned_settings.py and
+    tests/test_lecture_lessons.py where they run on the same worker."""
     cache: dict[tuple[str, bool], list[Any]] = {}
     threads = torch.get_num_threads()
 

@@ -3,20 +3,16 @@
 pyproject runs one pytest-xdist worker per core. A test that asked for two threads while the other
 worker asked for two as well spun four OpenMP threads on two cores: some lessons ran 20x slower. So a
 test that sets a thread count (--threads, Config.threads, Options.threads) asks for THREADS, and the
-processes a test starts inherit OMP_NUM_THREADS=THREADS (conftest). Imported before torch.
+processes a test starts inherit OMP_NUM_THREADS=THREADS (conftest). Imported before torch (mnistlab.cpus
+imports neither torch nor numpy).
 """
 
 from __future__ import annotations
 
 import os
 
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity where the system says, else every core)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
+from mnistlab.cpus import usable_cpus
 
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 # alone, two threads like CI's two cores; under xdist, this worker's share
-THREADS = 2 if WORKERS == 1 else max(1, usable_cores() // WORKERS)
+THREADS = 2 if WORKERS == 1 else max(1, usable_cpus() // WORKERS)

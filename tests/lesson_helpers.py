@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any
+
 from cores import THREADS
 
 RECORD_EVAL_IMAGES = 256  # validation and test images each recorded training evaluates

@@ -96,6 +96,34 @@ def test_argparse_errors(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "RUN", "--skip-bad", "a.png", "b.png"], {"run": "RUN", "images": ["a.png", "b.png"], "skip_bad": True}),
+    (["predict", "RUN", "a.png", "--json", "b.png", "--top-k", "2"], {"images": ["a.png", "b.png"], "json": True, "top_k": 2}),
+    (["predict", "RUN", "a.png", "--json", "--", "-odd.png"], {"images": ["a.png", "-odd.png"], "json": True}),
+    (["predict", "predict", "--json", "predict"], {"run": "predict", "images": ["predict"]}),  # a file named like the command
+    (["datasets", "export", "--format", "csv", "mnist", "out"], {"action": "export", "name": "mnist", "dir": "out"}),
+    (["predict", "RUN", "a.png", "b.png"], {"images": ["a.png", "b.png"], "skip_bad": False}),  # argparse's own
+])
+def test_a_commands_positionals_may_be_split_by_its_options(argv, expected):
+    from mnistlab.cli import build_parser, parse_command_line
+
+    args = vars(parse_command_line(build_parser(), argv))
+    assert args["command"] == argv[0] and callable(args["func"])
+    assert {k: args[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("argv, left", [
+    (["predict", "RUN", "a.png", "--no-such-flag", "b.png"], "--no-such-flag b.png"),
+    (["train", "--epochs", "1", "stray"], "stray"),
+    (["lm", "train", "text.txt", "stray"], "text.txt stray"),  # a command with subcommands is not intermixed
+])
+def test_what_no_command_takes_is_still_argparses_one_line(argv, left, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"mnistlab: error: unrecognized arguments: {left}"
+
+
 def test_models_and_datasets_listing(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

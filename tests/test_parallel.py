@@ -276,7 +276,7 @@ parallel.start_drawers(2)
 def interrupt_once_both_draw():
     # a fixed delay is too short on a busy machine, where the drawers take longer to take their jobs
     deadline = time.monotonic() + 30
-    while len(list(Path({str(tmp_path)!r}).glob("*.pid"))) < 2 and time.monotonic() < deadline:
+    while sum(p.stat().st_size > 0 for p in Path({str(tmp_path)!r}).glob("*.pid")) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGINT)
 threading.Thread(target=interrupt_once_both_draw, daemon=True).start()

@@ -33,8 +33,8 @@ from cores import THREADS
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned-settings-63be84b.json"
 LESSONS = ("depth", "activations", "overfit", "losses", "ova", "multilabel", "softmax", "templates", "rnn", "shapes")
 # Keys whose spelling item 1 of issue 11 changes (the split sizes, checked by the loader's tests);
-# every other key the fixture holds must be equal, but for the thread count, which is the test's own
-# option (its worker's share of the cores, tests/cores.py) and not a lesson's setting.
+# every other key the fixture holds must be equal, but for the thread count: the test's own option (its
+# worker's share of the cores, tests/cores.py), which each training must use instead.
 NOT_COMPARED = ("val_size", "test_size", "threads")
 
 # Issue 16: the lessons' defaults are the lectures' own settings. Lesson key -> one dict of new values per
@@ -136,6 +136,7 @@ def test_lesson_trains_with_the_settings_it_had_before_the_defaults_changed(name
     assert len(new) == len(old), f"{name}: {len(old)} trainings before, {len(new)} now"
     for i, (before, now) in enumerate(zip(old, new)):
         assert not _differences(before, now), f"{name} training {i}: " + "; ".join(_differences(before, now))
+        assert now["threads"] == THREADS, f"{name} training {i}: trains on {now['threads']} threads, not the {THREADS} asked for"
 
 
 def test_presets_keep_their_settings(recorded):

@@ -206,7 +206,7 @@ def test_bad_files_among_good_ones_each_get_one_error_line(run, pictures, tmp_pa
 
 
 def test_options_between_the_images_leave_the_list_whole(run, pictures, capsys):
-    """`predict RUN a.png --json b.png`: argparse alone ended the images at RUN and refused the rest."""
+    """`predict RUN a.png --json b.png`: argparse alone took a.png only and refused b.png."""
     good = [str(pictures["seven.png"]), str(pictures["seven-inverted.png"])]
     assert main(["predict", str(run), *good, "--json", "--top-k", "2"]) == 0
     expected = json.loads(capsys.readouterr().out)

@@ -46,21 +46,23 @@ def build_parser() -> CommandLineParser:
     return parser
 
 
-def parse_command_line(parser: CommandLineParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_command_line(parser: CommandLineParser, argv: Sequence[str]) -> argparse.Namespace:
     """parser.parse_args(argv), except that a command's list of positionals may be split by its options.
 
-    Plain argparse ends `predict RUN --skip-bad a.png b.png`'s list of images at RUN and refuses the
-    rest as unrecognized arguments; the command's own parser reads them intermixed instead. What is
-    still left over (an unknown option, a word no command takes) gets argparse's usual one-line error.
+    Plain argparse takes `predict RUN --skip-bad a.png b.png`'s images as unrecognized arguments (its
+    list of images ends where the first option starts); the command's own parser reads them intermixed
+    instead. Only command lines argparse refused change: if anything is still left over (an unknown
+    option, a word no command takes), argparse's usual one-line error names what it could not place.
     """
     args, extras = parser.parse_known_args(argv)
     if not extras:
         return args
-    words = list(sys.argv[1:] if argv is None else argv)
+    # The command is the first word that names one: the top-level parser has no option taking a value.
+    words = list(argv)
     try:
         intermixed, left = parser.commands[args.command].parse_known_intermixed_args(
             words[words.index(args.command) + 1:], namespace=argparse.Namespace(command=args.command))
-    except TypeError:  # a parser argparse cannot intermix (none of ours today): the usual error below
+    except TypeError:  # argparse cannot intermix a parser with subcommands (`lm`): the usual error below
         left = extras
     if left:
         return parser.parse_args(argv)  # exits with the usual error line
@@ -101,14 +103,15 @@ def _dispatch(argv: Sequence[str] | None) -> tuple[int, bool]:
     from mnistlab.allocator import keep_freed_blocks
 
     keep_freed_blocks()  # 13-17% faster CPU training steps (allocator.py says why)
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parse_command_line(parser, argv)
+    args = parse_command_line(parser, words)
     fast = bool(getattr(sys.modules.get(args.func.__module__), "FAST_EXIT", False))
-    return _run(args, argv), fast
+    return _run(args, words), fast
 
 
-def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs the same command under torchrun
+def _run(args: argparse.Namespace, words: list[str]) -> int:
+    args.argv = words  # `train --nproc` runs the same command under torchrun
     previous = warnings.showwarning
 
     def show_warning(message: Warning | str, category: type[Warning], *where: Any) -> None:
