@@ -22,14 +22,6 @@ from mnistlab.cli import main
 from mnistlab.config import Config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_threads():
-    """The runs here use --threads 1 (far faster than 2 on a loaded 2-core machine); later files keep theirs."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 OLD = b"old content, must survive\n"
 
 

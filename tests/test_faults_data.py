@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,14 +25,6 @@ from mnistlab.cli import main
 from mnistlab.data import sources
 from mnistlab.data.idx import IDX_DTYPES, encode_idx, read_idx, write_idx
 from mnistlab.errors import DataError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _keep_threads():
-    """The runs here use --threads 1 (far faster than 2 on a loaded 2-core machine); later files keep theirs."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 DATASET = "fashion-mnist"

@@ -33,13 +33,6 @@ SIGNALS = [signal.SIGINT, signal.SIGTERM]  # one injected fault each
 START_TIMEOUT_S = 180  # interpreter start + torch import on a loaded machine
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)  # --threads 1 in-process would otherwise leak into later tests
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     """Final weights of the same run, never interrupted (in-process)."""

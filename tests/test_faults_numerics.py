@@ -21,14 +21,6 @@ from mnistlab.cli import main
 from mnistlab.training.losses import LOSSES, class_probabilities, compute_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_threads():
-    """The runs here use --threads 1 (far faster than 2 on a loaded 2-core machine); later files keep theirs."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 BASE = ["train", "--dataset", "synthetic", "--model", "mlp", "--hidden", "32", "--batch-size", "32",
         "--val-size", "200", "--warmup", "0", "--no-figures", "-q", "--threads", "1"]
 STEPS_PER_EPOCH = (2048 - 200 + 31) // 32  # 58

@@ -32,13 +32,6 @@ def no_data(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(*argv: str) -> Config:
     return config_from_args(build_parser().parse_args(["train", *argv]))
 

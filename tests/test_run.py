@@ -7,7 +7,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from mnistlab.cli import main
 from mnistlab.config import Config
@@ -18,13 +17,6 @@ from cores import THREADS
 
 FAST = ["--dataset", "synthetic", "--model", "softmax", "--epochs", "1", "--val-size", "200", "--threads", str(THREADS),
         "--no-figures", "-q"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def _train(tmp_path, *extra, name="x"):
