@@ -30,6 +30,7 @@ from mnistlab.data.loader import DataBundle, Split, augment_batch, epoch_permuta
 from mnistlab.runs.checkpoint import load_checkpoint
 from mnistlab.training.distributed import Dist
 from mnistlab.training.trainer import Trainer
+from process_helpers import child_pids
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # mlp on 1,010 MNIST images, a global batch of 101 (shares of 50 and 51), no dropout, no batch norm.
@@ -146,13 +147,6 @@ def _batch_norm_twins(root: Path) -> Path:
     return root
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def _rank_of(pid: int) -> str | None:
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -181,7 +175,7 @@ def _killed_rank(root: Path) -> tuple[int, float, str]:
                             start_new_session=True)
     try:
         _wait_for_epoch(root / "runs" / "long", proc)
-        rank1 = [p for p in _children(proc.pid) if _rank_of(p) == "1"]
+        rank1 = [p for p in child_pids(proc.pid) if _rank_of(p) == "1"]
         assert rank1, "rank 1 not found"
         os.kill(rank1[0], signal.SIGKILL)
         killed = time.monotonic()

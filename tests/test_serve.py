@@ -32,6 +32,7 @@ with warnings.catch_warnings():
 from mnistlab.data.images import prepare_image  # noqa: E402
 from mnistlab.evaluation.predict import Predictor  # noqa: E402
 from mnistlab.serve.app import create_app  # noqa: E402
+from process_helpers import child_pids  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "legacy-6a3e47d" / "fastcnn-tiny"
 PNG = {"content-type": "image/png"}
@@ -393,10 +394,6 @@ def test_serve_command_prints_url_answers_and_stops_cleanly_on_ctrl_c(_launches)
     assert "stopped" in out and "Traceback" not in err and "warning" not in err
 
 
-def _children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc")
 def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(_launches):
     import httpx
@@ -405,7 +402,7 @@ def test_serve_with_two_worker_processes_shares_the_port_and_stops_them_all(_lau
     try:
         proc.stdout.readline()
         url = proc.stdout.readline().split()[1]  # printed once both processes have built their app
-        workers = [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        workers = [w for w in child_pids(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
         assert len(workers) == 2  # uvicorn's spawned server processes (not multiprocessing's resource tracker)
         ready = [p for p in tmp_path.glob("mnistlab-serve-*/*")]
         assert sorted(int(p.name) for p in ready) == sorted(workers)
@@ -464,7 +461,7 @@ def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(_la
     try:
         proc.stdout.readline()
         url = urlsplit(proc.stdout.readline().split()[1])
-        workers = [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        workers = [w for w in child_pids(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
         assert len(workers) == 2
         body = png(drawing("7"))
         request = (f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
@@ -483,7 +480,7 @@ def test_two_workers_share_a_burst_of_connections_and_a_dead_one_is_replaced(_la
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            now = [w for w in _children(proc.pid) if Path(f"/proc/{w}/cmdline").exists()
+            now = [w for w in child_pids(proc.pid) if Path(f"/proc/{w}/cmdline").exists()
                    and b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
             marked = {int(p.name) for p in tmp_path.glob("mnistlab-serve-*/*") if p.name.isdigit()}
             if len(now) == 2 and workers[0] not in now and marked == set(now):
@@ -639,7 +636,7 @@ def _serve_two(proc: subprocess.Popen) -> tuple[subprocess.Popen, list[int]]:
     (it, its workers)."""
     proc.stdout.readline()
     assert proc.stdout.readline().startswith("open http"), proc.stderr.read()  # both workers have built their app
-    return proc, [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+    return proc, [w for w in child_pids(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
 
 
 def _gone(pids: list[int], timeout: float = 30) -> bool:
