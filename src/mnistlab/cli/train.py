@@ -267,13 +267,14 @@ def launch_torchrun(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume) a run: the first line, a progress bar and one row per epoch, then the test result."""
     args.started = time.monotonic()  # for $MNISTLAB_PHASES: before torch is imported
+    launcher = getattr(args, "nproc", None) not in (None, 1)  # this process only starts torchrun
     if getattr(args, "tensorboard", None) is not None:  # before torchrun starts, any data loads or a run folder
         from mnistlab.reporting.tensorboard import check_log_root, require_tensorboard
 
-        require_tensorboard(package_only=getattr(args, "nproc", None) not in (None, 1))  # the launcher: no torch
+        require_tensorboard(package_only=launcher)  # the launcher imports no torch
         if args.tensorboard:
             check_log_root(args.tensorboard)
-    if getattr(args, "nproc", None) not in (None, 1):
+    if launcher:
         return launch_torchrun(args)
     from mnistlab.reporting import parallel
 
@@ -304,7 +305,8 @@ def _may_draw(args: argparse.Namespace) -> bool:
 def _train(args: argparse.Namespace) -> int:
     started = getattr(args, "started", time.monotonic())
     from mnistlab.runs.session import TrainSession, check_names
-    from mnistlab.training.distributed import current, env_world
+    from mnistlab.training.distributed import current
+    from mnistlab.training.launch import env_world
 
     imported = time.monotonic()
 

@@ -28,7 +28,7 @@ import torch.distributed as tdist
 import torch.nn as nn
 
 from mnistlab.errors import DistributedError, MnistlabError
-from mnistlab.training.launch import env_world, torchrun_command  # noqa: F401  (torch-free: the --nproc launcher)
+from mnistlab.training.launch import env_world
 
 TIMEOUT_S = 60.0
 
